@@ -1,0 +1,96 @@
+"""Typed, JSON-serialisable configuration, saved with every artifact."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+import re
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, field_validator
+
+from newwave._storage import write_json
+from newwave.errors import InvalidInputError, MissingFileError
+
+__all__ = ["ComponentConfig", "FieldConfig", "RecommenderConfig", "library_versions"]
+
+_FIELD_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_VERSIONED = ("newwave", "numpy", "torch", "transformers", "faiss-cpu", "pydantic", "pluggy")
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of Python and of the installed libraries that shape saved artifacts."""
+    versions = {"python": platform.python_version()}
+    for dist in _VERSIONED:
+        try:
+            versions[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ComponentConfig(_Frozen):
+    """A registered component by name, with the keyword options its factory takes."""
+
+    name: str
+    options: dict[str, JsonValue] = {}
+
+
+class FieldConfig(_Frozen):
+    """One field: the encoder that embeds it, and what it produced (model id, vector width)."""
+
+    encoder: ComponentConfig
+    model_id: str | None = None
+    dim: int | None = Field(default=None, ge=1)
+
+
+class RecommenderConfig(_Frozen):
+    """Everything needed to rebuild a :class:`~newwave.Recommender`, as saved in config.json."""
+
+    format_version: Literal[1] = 1
+    fields: dict[str, FieldConfig] = {}
+    fuser: ComponentConfig = ComponentConfig(name="rrf")
+    retriever: ComponentConfig = ComponentConfig(name="faiss")
+    versions: dict[str, str] = Field(default_factory=library_versions)
+
+    @field_validator("fields")
+    @classmethod
+    def _field_names(cls, fields: dict[str, FieldConfig]) -> dict[str, FieldConfig]:
+        for name in fields:
+            if not _FIELD_NAME.match(name):
+                raise ValueError(
+                    f"field name {name!r} must be 1-64 letters, digits, '_', '.' or '-', "
+                    "starting with a letter or digit"
+                )
+        return fields
+
+    def to_json(self) -> str:
+        """The config as indented JSON."""
+        return self.model_dump_json(indent=2)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> RecommenderConfig:
+        """Parse a config written by :meth:`to_json`; invalid input raises InvalidInputError."""
+        try:
+            return cls.model_validate_json(text)
+        except ValidationError as exc:
+            raise InvalidInputError(f"invalid RecommenderConfig: {exc}") from exc
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the config as JSON to ``path`` atomically."""
+        write_json(Path(path), self.model_dump(mode="json"))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> RecommenderConfig:
+        """Read a config saved with :meth:`save`."""
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except FileNotFoundError as exc:
+            raise MissingFileError(f"no such config file: {path}") from exc
+        return cls.from_json(text)

@@ -1,0 +1,223 @@
+"""The Encoder interface: text and audio in, L2-normalised float32 vectors out."""
+
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from newwave._vectors import as_matrix, l2_normalize
+from newwave.errors import (
+    EmptyQueryError,
+    InvalidInputError,
+    MissingFileError,
+    NonFiniteVectorError,
+    PluginError,
+    UnsupportedModalityError,
+)
+from newwave.types import AudioInput, FloatMatrix, Modality, Role, Waveform
+
+__all__ = ["Encoder"]
+
+
+class Encoder(ABC):
+    """Embeds text and/or audio into one vector space.
+
+    A subclass sets ``name`` and ``modalities``, implements :attr:`dim` and :meth:`_encode_batch`;
+    the base class validates input, sorts by length into batches (restoring the caller's order),
+    shows a progress bar, checks the output and L2-normalises it. Every ``encode_*`` method returns
+    a 2-D, C-contiguous float32 array of shape ``(len(inputs), dim)``, so the inner product of two
+    rows is their cosine similarity.
+    """
+
+    name: ClassVar[str] = ""
+    modalities: ClassVar[frozenset[Modality]] = frozenset({"text"})
+    default_batch_size: ClassVar[int] = 32
+
+    def __init__(self, *, batch_size: int | None = None, show_progress_bar: bool | None = None):
+        if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
+            raise InvalidInputError(f"batch_size must be a positive integer, got {batch_size!r}")
+        self.batch_size = batch_size or self.default_batch_size
+        self.show_progress_bar = show_progress_bar
+
+    @property
+    @abstractmethod
+    def dim(self) -> int:
+        """Width of the vectors this encoder returns."""
+
+    @property
+    def model_id(self) -> str:
+        """What identifies the weights (a hub id or a path); vectors of different ids don't mix."""
+        return self.name
+
+    def get_config(self) -> dict[str, Any]:
+        """Keyword options that rebuild this encoder through its registered factory (JSON-able)."""
+        return {}
+
+    @abstractmethod
+    def _encode_batch(self, batch: list[Any], modality: Modality, role: Role) -> Any:
+        """Embed one batch; return an array-like of shape (len(batch), dim).
+
+        Text batches are lists of non-empty ``str``; audio batches are lists of ``str`` paths of
+        existing files and :class:`~newwave.types.Waveform` objects. ``role`` tells a query from a
+        document for models that embed them differently (audio is always ``"document"``).
+        """
+
+    # -- public API ---------------------------------------------------------------------------
+
+    def encode_text(
+        self,
+        texts: Sequence[str],
+        *,
+        role: Role = "document",
+        batch_size: int | None = None,
+        show_progress_bar: bool | None = None,
+    ) -> FloatMatrix:
+        """Embed ``texts`` (a list of strings) as documents, or as queries with ``role="query"``."""
+        if role not in ("query", "document"):
+            raise InvalidInputError(f"role must be 'query' or 'document', got {role!r}")
+        items = self._check_texts(texts)
+        return self._encode(items, "text", role, batch_size, show_progress_bar)
+
+    def encode_queries(
+        self,
+        texts: Sequence[str],
+        *,
+        batch_size: int | None = None,
+        show_progress_bar: bool | None = None,
+    ) -> FloatMatrix:
+        """Embed search requests: ``encode_text(texts, role="query")``."""
+        return self.encode_text(
+            texts, role="query", batch_size=batch_size, show_progress_bar=show_progress_bar
+        )
+
+    def encode_audio(
+        self,
+        audio: Sequence[AudioInput],
+        *,
+        batch_size: int | None = None,
+        show_progress_bar: bool | None = None,
+    ) -> FloatMatrix:
+        """Embed audio: file paths, :class:`Waveform` objects or ``(samples, rate)`` pairs."""
+        items = self._check_audio(audio)
+        return self._encode(items, "audio", "document", batch_size, show_progress_bar)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, model_id={self.model_id!r})"
+
+    # -- shared machinery ---------------------------------------------------------------------
+
+    def _encode(
+        self,
+        items: list[Any],
+        modality: Modality,
+        role: Role,
+        batch_size: int | None,
+        show_progress_bar: bool | None,
+    ) -> FloatMatrix:
+        if modality not in self.modalities:
+            raise UnsupportedModalityError(
+                f"encoder {self.name!r} embeds {', '.join(sorted(self.modalities))}, not {modality}"
+            )
+        dim = self.dim
+        if not items:
+            return np.zeros((0, dim), dtype=np.float32)
+        size = batch_size or self.batch_size
+        if size < 1:
+            raise InvalidInputError(f"batch_size must be a positive integer, got {size!r}")
+        # Longest first: similar lengths share a batch (less padding) and memory peaks early.
+        order = sorted(range(len(items)), key=lambda i: -self._length(items[i], modality))
+        out = np.empty((len(items), dim), dtype=np.float32)
+        starts = range(0, len(items), size)
+        show = self.show_progress_bar if show_progress_bar is None else show_progress_bar
+        bar = tqdm(
+            starts,
+            desc=f"{self.name} {modality}",
+            unit="batch",
+            disable=(len(starts) < 2) if show is None else not show,
+        )
+        for start in bar:
+            index = order[start : start + size]
+            raw = self._encode_batch([items[i] for i in index], modality, role)
+            try:
+                batch = as_matrix(raw, dim=dim, what=f"{self.name} {modality} embeddings")
+            except NonFiniteVectorError:
+                raise
+            except InvalidInputError as exc:
+                raise PluginError(f"encoder {self.name!r} returned bad output: {exc}") from exc
+            if batch.shape[0] != len(index):
+                raise PluginError(
+                    f"encoder {self.name!r} returned {batch.shape[0]} vectors "
+                    f"for {len(index)} inputs"
+                )
+            out[index] = batch
+        return l2_normalize(out)
+
+    @staticmethod
+    def _length(item: Any, modality: Modality) -> int:
+        if modality == "text":
+            return len(item)
+        if isinstance(item, Waveform):
+            return int(item.samples.shape[-1])
+        return Path(item).stat().st_size  # a file's size stands in for its duration
+
+    @staticmethod
+    def _check_texts(texts: Sequence[str]) -> list[str]:
+        if isinstance(texts, str):
+            raise InvalidInputError("expected a list of strings, got one string; wrap it: [text]")
+        items = list(texts)
+        for i, text in enumerate(items):
+            if not isinstance(text, str):
+                raise InvalidInputError(f"text {i} is a {type(text).__name__}, not a str")
+            if not text.strip():
+                raise EmptyQueryError(f"text {i} is empty")
+        return items
+
+    @staticmethod
+    def _check_audio(audio: Sequence[AudioInput]) -> list[str | Waveform]:
+        single: object = audio
+        if isinstance(single, (str, os.PathLike, Waveform)):
+            raise InvalidInputError("expected a list of audio inputs, got one; wrap it: [audio]")
+        items: list[str | Waveform] = []
+        for i, given in enumerate(audio):
+            item: object = given
+            if isinstance(item, (str, os.PathLike)):
+                path = os.fspath(item)
+                if not Path(path).is_file():
+                    raise MissingFileError(f"audio {i}: no such file: {path}")
+                items.append(path)
+                continue
+            if isinstance(item, tuple) and len(item) == 2:
+                item = Waveform(np.asarray(item[0]), item[1])
+            if not isinstance(item, Waveform):
+                hint = " (give its sample rate: (samples, rate))" if hasattr(item, "shape") else ""
+                raise InvalidInputError(
+                    f"audio {i} is a {type(item).__name__}: expected a path, a Waveform or a "
+                    f"(samples, sample_rate) pair{hint}"
+                )
+            items.append(_check_waveform(item, i))
+        return items
+
+
+def _check_waveform(wave: Waveform, i: int) -> Waveform:
+    samples = np.asarray(wave.samples)
+    rate = wave.sample_rate
+    if isinstance(rate, bool) or not isinstance(rate, (int, np.integer)) or rate <= 0:
+        raise InvalidInputError(f"audio {i}: sample rate must be a positive integer, got {rate!r}")
+    if not np.issubdtype(samples.dtype, np.floating):
+        raise InvalidInputError(
+            f"audio {i}: samples must be floating point in [-1, 1], got dtype {samples.dtype}"
+        )
+    if samples.ndim not in (1, 2) or samples.shape[-1] == 0:
+        raise InvalidInputError(
+            f"audio {i}: samples must have shape (n,) or (channels, n) with n > 0, "
+            f"got {samples.shape}"
+        )
+    if not np.isfinite(samples).all():
+        raise InvalidInputError(f"audio {i}: samples contain NaN or infinity")
+    return Waveform(samples, int(rate))

@@ -1,0 +1,108 @@
+"""The exceptions newwave raises.
+
+Every error derives from :class:`NewWaveError` and also from the builtin exception that fits, so
+``except KeyError`` and ``except NewWaveError`` both work::
+
+    NewWaveError
+    ├── UnknownComponentError        (KeyError)       no encoder/fuser/retriever of that name
+    ├── UnknownTrackError            (KeyError)       no track with that id
+    ├── ComponentUnavailableError    (RuntimeError)   registered, but cannot be used in this version
+    ├── PluginError                  (RuntimeError)   a plugin registered something invalid
+    ├── MissingDependencyError       (ImportError)    an optional extra is not installed
+    ├── ModelNotFoundError           (OSError)        weights not found locally nor on the hub
+    ├── MissingFileError             (FileNotFoundError)
+    ├── InvalidInputError            (ValueError)     bad argument values
+    │   ├── EmptyQueryError                           empty or blank text
+    │   ├── DimensionMismatchError                    vector of the wrong width
+    │   ├── NonFiniteVectorError                      vector with NaN or inf
+    │   ├── UnsupportedModalityError                  e.g. audio given to a text-only encoder
+    │   └── AudioDecodeError                          a file that is not decodable audio
+    └── IndexCorruptError            (ValueError)     a saved directory that cannot be trusted
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AudioDecodeError",
+    "ComponentUnavailableError",
+    "DimensionMismatchError",
+    "EmptyQueryError",
+    "IndexCorruptError",
+    "InvalidInputError",
+    "MissingDependencyError",
+    "MissingFileError",
+    "ModelNotFoundError",
+    "NewWaveError",
+    "NonFiniteVectorError",
+    "PluginError",
+    "UnknownComponentError",
+    "UnknownTrackError",
+    "UnsupportedModalityError",
+]
+
+
+class NewWaveError(Exception):
+    """Root of every exception raised by newwave."""
+
+
+class _KeyErrorMessage(KeyError):  # noqa: N818 (a mixin, not raised alone)
+    """A KeyError whose ``str()`` is its message, not the message's repr."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class UnknownComponentError(NewWaveError, _KeyErrorMessage):
+    """No encoder, fuser or retriever is registered under the requested name."""
+
+
+class UnknownTrackError(NewWaveError, _KeyErrorMessage):
+    """No track with the requested id is in the catalogue."""
+
+
+class ComponentUnavailableError(NewWaveError, RuntimeError):
+    """A component is registered but cannot be used in this version or configuration."""
+
+
+class PluginError(NewWaveError, RuntimeError):
+    """A plugin failed to load or registered an invalid component."""
+
+
+class MissingDependencyError(NewWaveError, ImportError):
+    """An optional dependency is missing; the message names the extra to install."""
+
+
+class ModelNotFoundError(NewWaveError, OSError):
+    """Model weights were not found locally nor downloaded; the message says how to provide them."""
+
+
+class MissingFileError(NewWaveError, FileNotFoundError):
+    """An input file (audio, catalogue, saved index) does not exist."""
+
+
+class InvalidInputError(NewWaveError, ValueError):
+    """An argument has an invalid value."""
+
+
+class EmptyQueryError(InvalidInputError):
+    """A query or text input is empty or only white space."""
+
+
+class DimensionMismatchError(InvalidInputError):
+    """A vector's width differs from the dimension the component expects."""
+
+
+class NonFiniteVectorError(InvalidInputError):
+    """A vector contains NaN or infinity."""
+
+
+class UnsupportedModalityError(InvalidInputError):
+    """An input of a modality the component does not handle (e.g. audio for a text encoder)."""
+
+
+class AudioDecodeError(InvalidInputError):
+    """An audio file or array could not be decoded."""
+
+
+class IndexCorruptError(NewWaveError, ValueError):
+    """A saved directory is incomplete, corrupt, or inconsistent with its config."""

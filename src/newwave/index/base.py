@@ -1,0 +1,211 @@
+"""The Retriever interface: a vector index keyed by track id, with atomic persistence."""
+
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import numpy.typing as npt
+
+from newwave._storage import atomic_directory, read_json, resolve_directory, write_json
+from newwave._vectors import as_matrix
+from newwave.errors import IndexCorruptError, InvalidInputError, UnknownTrackError
+from newwave.types import FloatMatrix, Ranking
+
+__all__ = ["Retriever"]
+
+Labels = npt.NDArray[np.int64]
+
+_MANIFEST = "retriever.json"
+_IDS = "ids.json"
+
+
+class Retriever(ABC):
+    """Stores vectors under string ids and finds the nearest ones by inner product.
+
+    The base class maps ids to int64 labels, validates every vector (width, NaN/inf), handles
+    upserts and persistence; a subclass implements the vector work on labels: :meth:`_add`,
+    :meth:`_remove`, :meth:`_search`, :meth:`_write` and :meth:`_read`.
+    """
+
+    name: ClassVar[str] = ""
+
+    def __init__(self, dim: int):
+        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+            raise InvalidInputError(f"dim must be a positive integer, got {dim!r}")
+        self._dim = dim
+        self._labels: dict[str, int] = {}
+        self._ids: dict[int, str] = {}
+        self._next_label = 0
+
+    @property
+    def dim(self) -> int:
+        """Width of the stored vectors."""
+        return self._dim
+
+    def __len__(self) -> int:
+        return len(self._labels)
+
+    def __contains__(self, track_id: object) -> bool:
+        return track_id in self._labels
+
+    def ids(self) -> list[str]:
+        """The stored ids, in insertion order."""
+        return list(self._labels)
+
+    def get_config(self) -> dict[str, Any]:
+        """Keyword options (besides ``dim``) that rebuild an empty copy through the factory."""
+        return {}
+
+    # -- the part a subclass implements ----------------------------------------------------------
+
+    @abstractmethod
+    def _add(self, labels: Labels, vectors: FloatMatrix) -> None:
+        """Store ``vectors`` under ``labels`` (none of which is stored yet)."""
+
+    @abstractmethod
+    def _remove(self, labels: Labels) -> None:
+        """Forget the vectors stored under ``labels`` (all of which are stored)."""
+
+    @abstractmethod
+    def _search(self, queries: FloatMatrix, k: int) -> tuple[FloatMatrix, Labels]:
+        """Scores and labels (n, k) of the best ``k`` per query, best first; label -1 pads."""
+
+    @abstractmethod
+    def _write(self, directory: Path) -> None:
+        """Write the vector data into the existing, empty ``directory``."""
+
+    @abstractmethod
+    def _read(self, directory: Path) -> int:
+        """Restore the vector data written by :meth:`_write`; return how many vectors it holds."""
+
+    # -- public API ---------------------------------------------------------------------------
+
+    def add(self, ids: Sequence[str], vectors: Any) -> None:
+        """Store one vector per id; an id already stored has its vector replaced."""
+        id_list = _check_ids(ids)
+        matrix = as_matrix(vectors, dim=self._dim)
+        if matrix.shape[0] != len(id_list):
+            raise InvalidInputError(f"{len(id_list)} ids but {matrix.shape[0]} vectors")
+        if not id_list:
+            return
+        present = [i for i in id_list if i in self._labels]
+        if present:
+            self._remove(np.array([self._labels[i] for i in present], dtype=np.int64))
+        labels = np.empty(len(id_list), dtype=np.int64)
+        for row, track_id in enumerate(id_list):
+            label = self._labels.get(track_id)
+            if label is None:
+                label = self._next_label
+                self._next_label += 1
+            labels[row] = label
+        self._add(labels, matrix)
+        for track_id, label in zip(id_list, labels.tolist(), strict=True):
+            self._labels[track_id] = label
+            self._ids[label] = track_id
+
+    def remove(self, ids: Iterable[str], *, missing_ok: bool = False) -> int:
+        """Remove ``ids``; return how many were stored. Unknown ids raise unless ``missing_ok``."""
+        id_list = _check_ids(list(ids))
+        missing = [i for i in id_list if i not in self._labels]
+        if missing and not missing_ok:
+            raise UnknownTrackError(
+                f"{len(missing)} id(s) not in the index: {', '.join(map(repr, missing[:5]))}"
+            )
+        stored = [i for i in id_list if i in self._labels]
+        if stored:
+            self._remove(np.array([self._labels[i] for i in stored], dtype=np.int64))
+            for track_id in stored:
+                del self._ids[self._labels.pop(track_id)]
+        return len(stored)
+
+    def search(self, queries: Any, k: int = 10) -> list[Ranking]:
+        """The ``k`` stored ids nearest each query row (by inner product), best first."""
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise InvalidInputError(f"k must be a positive integer, got {k!r}")
+        matrix = as_matrix(queries, dim=self._dim, what="queries")
+        if not self._labels or matrix.shape[0] == 0:
+            return [Ranking() for _ in range(matrix.shape[0])]
+        scores, labels = self._search(matrix, min(k, len(self._labels)))
+        rankings = []
+        for row_scores, row_labels in zip(scores.tolist(), labels.tolist(), strict=True):
+            kept = [(self._ids[lab], s) for s, lab in zip(row_scores, row_labels, strict=True)]
+            rankings.append(Ranking(tuple(i for i, _ in kept), tuple(s for _, s in kept)))
+        return rankings
+
+    def save(self, directory: str | os.PathLike[str]) -> Path:
+        """Save atomically to ``directory``: a crash mid-save leaves the previous save loadable."""
+        with atomic_directory(directory) as staging:
+            self.write(staging)
+        return Path(directory)
+
+    def write(self, directory: Path) -> None:
+        """Write into the existing, empty ``directory`` (not atomic: :meth:`save` wraps this)."""
+        from newwave import __version__
+
+        self._write(directory)
+        write_json(
+            directory / _IDS, {"ids": list(self._labels), "labels": list(self._labels.values())}
+        )
+        write_json(
+            directory / _MANIFEST,
+            {
+                "retriever": self.name,
+                "dim": self._dim,
+                "count": len(self),
+                "options": self.get_config(),
+                "newwave_version": __version__,
+            },
+        )
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike[str]) -> Retriever:
+        """Load a retriever saved with :meth:`save`, rebuilt through the plugin registry."""
+        from newwave.plugins import load_retriever
+
+        root = resolve_directory(directory)
+        manifest = read_json(root / _MANIFEST)
+        try:
+            name, dim, count = manifest["retriever"], manifest["dim"], manifest["count"]
+            options = dict(manifest.get("options", {}))
+        except (KeyError, TypeError) as exc:
+            raise IndexCorruptError(f"{root / _MANIFEST} lacks {exc}") from exc
+        retriever = load_retriever(name, dim=dim, **options)
+        if not isinstance(retriever, cls):
+            raise IndexCorruptError(f"{root} holds a {name!r} retriever, not a {cls.__name__}")
+        retriever._restore(root, count)
+        return retriever
+
+    def _restore(self, root: Path, count: int) -> None:
+        mapping = read_json(root / _IDS)
+        try:
+            ids, labels = list(mapping["ids"]), [int(x) for x in mapping["labels"]]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise IndexCorruptError(f"{root / _IDS} is malformed: {exc}") from exc
+        stored = self._read(root)
+        if not (len(ids) == len(labels) == stored == count) or len(set(ids)) != len(ids):
+            raise IndexCorruptError(
+                f"{root} is inconsistent: {count} vectors in the manifest, {stored} in the index, "
+                f"{len(ids)} ids"
+            )
+        self._labels = dict(zip(ids, labels, strict=True))
+        self._ids = {label: track_id for track_id, label in self._labels.items()}
+        if len(self._ids) != len(ids):
+            raise IndexCorruptError(f"{root / _IDS} maps two ids to one label")
+        self._next_label = max(labels, default=-1) + 1
+
+
+def _check_ids(ids: Sequence[str]) -> list[str]:
+    if isinstance(ids, str):
+        raise InvalidInputError("ids must be a list of strings, got one string; wrap it: [id]")
+    id_list = list(ids)
+    for track_id in id_list:
+        if not isinstance(track_id, str) or not track_id:
+            raise InvalidInputError(f"ids must be non-empty strings, got {track_id!r}")
+    if len(set(id_list)) != len(id_list):
+        raise InvalidInputError("ids contain duplicates")
+    return id_list

@@ -1,0 +1,235 @@
+"""The plugin system: built-in and third-party components, registered through the same hooks.
+
+Components are found in this order, the first registration of a name winning:
+
+1. the built-in plugins (``BUILTIN_PLUGINS``), always loaded;
+2. installed distributions that declare entry points in the group ``newwave``. The variable
+   ``NEWWAVE_LOAD_PLUGINS``, read when the plugin manager is first built, restricts them to a
+   comma-separated list of entry-point or distribution names; set it empty to load none.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import importlib.metadata
+import os
+import threading
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+import pluggy
+
+from newwave import hookspecs
+from newwave.errors import ComponentUnavailableError, PluginError, UnknownComponentError
+
+if TYPE_CHECKING:
+    from newwave.encoders.base import Encoder
+    from newwave.fusion.base import Fuser
+    from newwave.index.base import Retriever
+
+__all__ = [
+    "BUILTIN_PLUGINS",
+    "ENTRY_POINT_GROUP",
+    "Kind",
+    "Registration",
+    "components",
+    "get_plugin_manager",
+    "load_encoder",
+    "load_fuser",
+    "load_retriever",
+    "unavailable",
+]
+
+ENTRY_POINT_GROUP = "newwave"
+LOAD_PLUGINS_ENV = "NEWWAVE_LOAD_PLUGINS"
+
+#: Built-in plugin modules by plugin name: the same names as the entry points in pyproject.toml.
+BUILTIN_PLUGINS: dict[str, str] = {
+    "clap": "newwave.encoders.clap",
+    "minilm": "newwave.encoders.minilm",
+    "bge-m3": "newwave.encoders.bge_m3",
+    "mlp": "newwave.fusion.mlp",
+    "score-fusion": "newwave.fusion.score",
+    "faiss": "newwave.index.faiss",
+}
+
+Kind = Literal["encoder", "fuser", "retriever"]
+_KINDS: tuple[Kind, ...] = ("encoder", "fuser", "retriever")
+
+
+@dataclass(frozen=True)
+class Registration:
+    """One registered component: its name, aliases, the factory that builds it and its plugin."""
+
+    kind: Kind
+    name: str
+    factory: Callable[..., Any]
+    aliases: tuple[str, ...]
+    plugin: str
+
+    @property
+    def summary(self) -> str:
+        """The first line of the factory's docstring."""
+        doc = (self.factory.__doc__ or "").strip()
+        return doc.splitlines()[0] if doc else ""
+
+
+_manager: pluggy.PluginManager | None = None
+_manager_lock = threading.Lock()
+
+
+def get_plugin_manager() -> pluggy.PluginManager:
+    """The process-wide plugin manager, built (and plugins loaded) on first call."""
+    global _manager
+    with _manager_lock:
+        if _manager is None:
+            _manager = _new_plugin_manager()
+        return _manager
+
+
+def _new_plugin_manager() -> pluggy.PluginManager:
+    pm = pluggy.PluginManager(ENTRY_POINT_GROUP)
+    pm.add_hookspecs(hookspecs)
+    for name, module in BUILTIN_PLUGINS.items():
+        pm.register(importlib.import_module(module), name=name)
+    _load_entry_points(pm, os.environ.get(LOAD_PLUGINS_ENV))
+    pm.check_pending()
+    return pm
+
+
+def _load_entry_points(pm: pluggy.PluginManager, allowed: str | None) -> None:
+    allow = None if allowed is None else {n.strip() for n in allowed.split(",") if n.strip()}
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        dist = ep.dist.name if ep.dist is not None else ""
+        if dist == "newwave":
+            continue  # the built-ins, already registered above
+        if allow is not None and ep.name not in allow and dist not in allow:
+            continue
+        if pm.get_plugin(ep.name) is not None:
+            warnings.warn(
+                f"plugin {ep.name!r} from {dist or 'an unknown distribution'} is not loaded: "
+                "a plugin of that name is already registered",
+                stacklevel=3,
+            )
+            continue
+        try:
+            plugin = ep.load()
+        except Exception as exc:
+            warnings.warn(
+                f"plugin {ep.name!r} from {dist or 'an unknown distribution'} failed to load "
+                f"and is skipped: {type(exc).__name__}: {exc}",
+                stacklevel=3,
+            )
+            continue
+        pm.register(plugin, name=ep.name)
+
+
+def components(kind: Kind) -> dict[str, Registration]:
+    """Every registered component of ``kind``, by primary name, sorted by name."""
+    if kind not in _KINDS:
+        raise UnknownComponentError(f"unknown component kind {kind!r}; choose from {_KINDS}")
+    pm = get_plugin_manager()
+    found: dict[str, Registration] = {}
+    taken: dict[str, str] = {}  # every name and alias -> primary name
+    hook = getattr(pm.hook, f"register_{kind}s")
+    # get_hookimpls() lists implementations in registration order, so the built-ins claim their
+    # names before any third-party plugin.
+    for impl in hook.get_hookimpls():
+        plugin_name = impl.plugin_name
+
+        def register(
+            factory: Any,
+            *,
+            name: str | None = None,
+            aliases: tuple[str, ...] = (),
+            _plugin: str = plugin_name,
+        ) -> None:
+            primary = name if name is not None else getattr(factory, "name", None)
+            if not isinstance(primary, str) or not primary:
+                raise PluginError(
+                    f"plugin {_plugin!r} registered a {kind} without a name: pass name= "
+                    "or give the factory a `name` attribute"
+                )
+            if not callable(factory):
+                raise PluginError(f"plugin {_plugin!r} registered {kind} {primary!r}: not callable")
+            clash = [n for n in (primary, *aliases) if n in taken]
+            if clash:
+                warnings.warn(
+                    f"plugin {_plugin!r} registers {kind} name {clash[0]!r}, which "
+                    f"{found[taken[clash[0]]].plugin!r} already registered; the first one is kept",
+                    stacklevel=2,
+                )
+                return
+            found[primary] = Registration(kind, primary, factory, tuple(aliases), _plugin)
+            for n in (primary, *aliases):
+                taken[n] = primary
+
+        impl.function(*(register for _ in impl.argnames))
+    return dict(sorted(found.items()))
+
+
+def _resolve(kind: Kind, name: str) -> Registration:
+    if not isinstance(name, str):
+        raise UnknownComponentError(f"{kind} name must be a string, not {type(name).__name__}")
+    registered = components(kind)
+    for registration in registered.values():
+        if name == registration.name or name in registration.aliases:
+            return registration
+    names = sorted(registered)
+    close = difflib.get_close_matches(name, names, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    raise UnknownComponentError(
+        f"unknown {kind} {name!r}; available: {', '.join(names) or '(none)'}{hint}"
+    )
+
+
+def _build(kind: Kind, name: str, expected: Any, args: tuple[Any, ...], options: Any) -> Any:
+    registration = _resolve(kind, name)
+    component = registration.factory(*args, **options)
+    if not isinstance(component, expected):
+        raise PluginError(
+            f"{kind} {registration.name!r} from plugin {registration.plugin!r} built a "
+            f"{type(component).__name__}, not a {expected.__name__}"
+        )
+    return component
+
+
+def load_encoder(name: str, /, **options: Any) -> Encoder:
+    """Build the encoder registered as ``name`` (or an alias) with keyword ``options``.
+
+    An unknown name raises :class:`~newwave.errors.UnknownComponentError` listing the known ones.
+    """
+    from newwave.encoders.base import Encoder
+
+    component: Encoder = _build("encoder", name, Encoder, (), options)
+    return component
+
+
+def load_fuser(name: str, /, *args: Any, **options: Any) -> Fuser:
+    """Build the fuser registered as ``name``; ``args`` (e.g. a weights path) go to its factory."""
+    from newwave.fusion.base import Fuser
+
+    component: Fuser = _build("fuser", name, Fuser, args, options)
+    return component
+
+
+def load_retriever(name: str, /, **options: Any) -> Retriever:
+    """Build an empty retriever registered as ``name``: ``load_retriever("faiss", dim=384)``."""
+    from newwave.index.base import Retriever
+
+    component: Retriever = _build("retriever", name, Retriever, (), options)
+    return component
+
+
+def unavailable(kind: Kind, name: str, reason: str) -> Callable[..., Any]:
+    """A factory for a component whose name is reserved but which cannot be built yet."""
+
+    def factory(*args: Any, **options: Any) -> Any:
+        raise ComponentUnavailableError(f"the {kind} {name!r} is not available: {reason}")
+
+    factory.__doc__ = f"Not available: {reason}"
+    factory.name = name  # type: ignore[attr-defined]
+    return factory

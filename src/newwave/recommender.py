@@ -1,0 +1,324 @@
+"""The Recommender: a catalogue of tracks, one index per field, and natural-language search."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from newwave._storage import atomic_directory, resolve_directory
+from newwave.config import ComponentConfig, FieldConfig, RecommenderConfig
+from newwave.encoders.base import Encoder
+from newwave.errors import (
+    EmptyQueryError,
+    IndexCorruptError,
+    InvalidInputError,
+    UnknownTrackError,
+)
+from newwave.fusion.base import Fuser
+from newwave.index.base import Retriever
+from newwave.plugins import load_encoder, load_fuser, load_retriever
+from newwave.types import FloatMatrix, Hit, Track
+
+__all__ = ["FIELD_SOURCES", "Recommender"]
+
+logger = logging.getLogger(__name__)
+
+#: The Track attributes a field can embed, and the modality of each.
+FIELD_SOURCES: dict[str, str] = {
+    "title": "text",
+    "artist": "text",
+    "album": "text",
+    "description": "text",
+    "tags": "text",
+    "lyrics": "text",
+    "audio": "audio",
+}
+#: Text fields embedded by default, when the tracks carry them.
+_DEFAULT_TEXT_FIELDS = ("description", "tags", "lyrics")
+_DEFAULT_TEXT_ENCODER = "minilm"
+
+
+class Recommender:
+    """Search a music catalogue with natural language, across text and audio fields.
+
+    ``fields`` maps a field (a :class:`Track` attribute: ``description``, ``tags``, ``lyrics``,
+    ``title``, ``artist``, ``album``, ``audio``) to the encoder that embeds it, by registered name
+    or as an :class:`Encoder`. Left out, the fields are chosen at the first :meth:`add` from the
+    text the tracks carry (``description``, ``tags``, ``lyrics``, embedded with ``minilm``); see
+    :attr:`config` for what was chosen. Each field gets its own retriever; a query is embedded by
+    each field's encoder and the per-field rankings are combined by ``fuser``.
+    """
+
+    def __init__(
+        self,
+        fields: Mapping[str, str | Encoder] | None = None,
+        *,
+        fuser: str | Fuser = "rrf",
+        retriever: str = "faiss",
+        retriever_options: Mapping[str, Any] | None = None,
+    ):
+        self._fuser = fuser if isinstance(fuser, Fuser) else load_fuser(fuser)
+        self._retriever = ComponentConfig(name=retriever, options=dict(retriever_options or {}))
+        self._encoders: dict[str, Encoder] = {}
+        self._retrievers: dict[str, Retriever] = {}
+        self._tracks: dict[str, Track] = {}
+        if fields is not None:
+            self._set_fields(fields)
+
+    # -- configuration ------------------------------------------------------------------------
+
+    def _set_fields(self, fields: Mapping[str, str | Encoder]) -> None:
+        if not fields:
+            raise InvalidInputError(f"fields is empty; choose from {', '.join(FIELD_SOURCES)}")
+        by_name: dict[str, Encoder] = {}
+        for field_name, encoder in fields.items():
+            if field_name not in FIELD_SOURCES:
+                raise InvalidInputError(
+                    f"unknown field {field_name!r}; fields are {', '.join(FIELD_SOURCES)}"
+                )
+            if isinstance(encoder, str):  # one instance per encoder name, shared by its fields
+                if encoder not in by_name:
+                    by_name[encoder] = load_encoder(encoder)
+                encoder = by_name[encoder]
+            if not isinstance(encoder, Encoder):
+                raise InvalidInputError(
+                    f"field {field_name!r}: expected an encoder name or an Encoder, "
+                    f"got {type(encoder).__name__}"
+                )
+            modality = FIELD_SOURCES[field_name]
+            if modality not in encoder.modalities:
+                raise InvalidInputError(
+                    f"field {field_name!r} holds {modality}, which encoder {encoder.name!r} "
+                    f"does not embed (it embeds {', '.join(sorted(encoder.modalities))})"
+                )
+            self._encoders[field_name] = encoder
+
+    @property
+    def fields(self) -> dict[str, Encoder]:
+        """The encoder of each field (empty until fields are given or chosen)."""
+        return dict(self._encoders)
+
+    @property
+    def fuser(self) -> Fuser:
+        """The fuser that combines the per-field rankings."""
+        return self._fuser
+
+    @property
+    def config(self) -> RecommenderConfig:
+        """What this recommender is made of, as saved with it."""
+        fields = {}
+        for field_name, encoder in self._encoders.items():
+            retriever = self._retrievers.get(field_name)
+            fields[field_name] = FieldConfig(
+                encoder=ComponentConfig(name=encoder.name, options=encoder.get_config()),
+                model_id=encoder.model_id,
+                dim=retriever.dim if retriever is not None else None,
+            )
+        return RecommenderConfig(
+            fields=fields,
+            fuser=ComponentConfig(name=self._fuser.name, options=self._fuser.get_config()),
+            retriever=self._retriever,
+        )
+
+    # -- the catalogue ------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self._tracks)
+
+    def __contains__(self, track_id: object) -> bool:
+        return track_id in self._tracks
+
+    def get(self, track_id: str) -> Track:
+        """The track with id ``track_id``."""
+        try:
+            return self._tracks[track_id]
+        except KeyError:
+            raise UnknownTrackError(f"no track with id {track_id!r}") from None
+
+    def add(self, tracks: Iterable[Track]) -> None:
+        """Embed and index ``tracks``; a track whose id is already present is replaced."""
+        batch = _check_tracks(tracks)
+        if not batch:
+            return
+        if not self._encoders:
+            self._set_fields(_default_fields(batch))
+            logger.info("newwave: indexing fields %s", self.config.fields)
+        for field_name, encoder in self._encoders.items():
+            with_value = [(t.id, v) for t in batch if (v := _field_value(t, field_name))]
+            emptied = [t.id for t in batch if not _field_value(t, field_name)]
+            if field_name in self._retrievers and emptied:  # a replaced track lost this field
+                self._retrievers[field_name].remove(emptied, missing_ok=True)
+            if not with_value:
+                continue
+            vectors = _embed(encoder, field_name, [v for _, v in with_value])
+            retriever = self._retriever_for(field_name, vectors.shape[1])
+            retriever.add([i for i, _ in with_value], vectors)
+        self._tracks.update((t.id, t) for t in batch)
+
+    def remove(self, ids: Iterable[str]) -> None:
+        """Remove tracks by id; an unknown id raises :class:`UnknownTrackError`."""
+        id_list = [ids] if isinstance(ids, str) else list(ids)
+        missing = [i for i in id_list if i not in self._tracks]
+        if missing:
+            more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+            raise UnknownTrackError(f"no track with id {missing[0]!r}{more}")
+        for retriever in self._retrievers.values():
+            retriever.remove(id_list, missing_ok=True)
+        for track_id in id_list:
+            del self._tracks[track_id]
+
+    def _retriever_for(self, field_name: str, dim: int) -> Retriever:
+        retriever = self._retrievers.get(field_name)
+        if retriever is None:
+            retriever = load_retriever(self._retriever.name, dim=dim, **self._retriever.options)
+            self._retrievers[field_name] = retriever
+        return retriever
+
+    # -- search -------------------------------------------------------------------------------
+
+    def search(self, query: str, *, k: int = 10, depth: int | None = None) -> list[Hit]:
+        """The ``k`` tracks that best match ``query``, best first.
+
+        Each field's retriever returns its ``depth`` best tracks (default ``max(4 * k, 50)``)
+        and the fuser combines them; ``Hit.scores`` has each field's cosine similarity for the
+        fields whose candidates included the track.
+        """
+        if not isinstance(query, str):
+            raise InvalidInputError(f"query must be a str, got {type(query).__name__}")
+        if not query.strip():
+            raise EmptyQueryError("query is empty")
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise InvalidInputError(f"k must be a positive integer, got {k!r}")
+        depth = max(4 * k, 50) if depth is None else depth
+        query_vectors: dict[int, FloatMatrix] = {}
+        rankings = {}
+        for field_name, retriever in self._retrievers.items():
+            if not len(retriever):
+                continue
+            encoder = self._encoders[field_name]
+            if id(encoder) not in query_vectors:
+                query_vectors[id(encoder)] = encoder.encode_queries([query])
+            rankings[field_name] = retriever.search(query_vectors[id(encoder)], depth)[0]
+        fused = self._fuser.fuse(rankings, k=k)
+        per_field = {f: r.as_dict() for f, r in rankings.items()}
+        return [
+            Hit(
+                track=self._tracks[track_id],
+                score=score,
+                rank=rank,
+                scores={f: s[track_id] for f, s in per_field.items() if track_id in s},
+            )
+            for rank, (track_id, score) in enumerate(fused, start=1)
+        ]
+
+    # -- persistence --------------------------------------------------------------------------
+
+    def save(self, directory: str | os.PathLike[str]) -> Path:
+        """Save to ``directory`` atomically: config.json, tracks.jsonl and one index per field."""
+        with atomic_directory(directory) as staging:
+            self.config.save(staging / "config.json")
+            with (staging / "tracks.jsonl").open("w", encoding="utf-8") as handle:
+                for track in self._tracks.values():
+                    handle.write(track.model_dump_json() + "\n")
+            for field_name, retriever in self._retrievers.items():
+                (staging / "fields" / field_name).mkdir(parents=True)
+                retriever.write(staging / "fields" / field_name)
+        return Path(directory)
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike[str]) -> Recommender:
+        """Load a recommender saved with :meth:`save`; its encoders load their models lazily."""
+        root = resolve_directory(directory)
+        try:
+            config = RecommenderConfig.from_json((root / "config.json").read_bytes())
+        except (FileNotFoundError, InvalidInputError) as exc:
+            raise IndexCorruptError(f"{root} has no valid config.json: {exc}") from exc
+        fields: dict[str, str | Encoder] = {}
+        for field_name, field in config.fields.items():
+            encoder = load_encoder(field.encoder.name, **field.encoder.options)
+            if field.model_id is not None and encoder.model_id != field.model_id:
+                raise IndexCorruptError(
+                    f"field {field_name!r} was indexed with model {field.model_id!r}, but its "
+                    f"encoder now loads {encoder.model_id!r}"
+                )
+            fields[field_name] = encoder
+        rec = cls(
+            fields or None,
+            fuser=load_fuser(config.fuser.name, **config.fuser.options),
+            retriever=config.retriever.name,
+            retriever_options=config.retriever.options,
+        )
+        rec._tracks = {t.id: t for t in _read_tracks(root / "tracks.jsonl")}
+        for field_name, field in config.fields.items():
+            if not (root / "fields" / field_name).is_dir():
+                continue
+            retriever = Retriever.load(root / "fields" / field_name)
+            if field.dim is not None and retriever.dim != field.dim:
+                raise IndexCorruptError(
+                    f"field {field_name!r}: index holds {retriever.dim}-d vectors, "
+                    f"config says {field.dim}"
+                )
+            unknown = set(retriever.ids()) - rec._tracks.keys()
+            if unknown:
+                raise IndexCorruptError(
+                    f"field {field_name!r} indexes {len(unknown)} track(s) that tracks.jsonl lacks"
+                )
+            rec._retrievers[field_name] = retriever
+        return rec
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{f}={e.name}" for f, e in self._encoders.items())
+        fields = fields or "no fields yet"
+        return f"Recommender({len(self)} tracks; {fields}; fuser={self._fuser.name})"
+
+
+def _check_tracks(tracks: Iterable[Track]) -> list[Track]:
+    single: object = tracks
+    if isinstance(single, Track):
+        raise InvalidInputError("add() takes a list of tracks; wrap one track: [track]")
+    batch = list(tracks)
+    seen: set[str] = set()
+    for i, track in enumerate(batch):
+        if not isinstance(track, Track):
+            raise InvalidInputError(f"item {i} is a {type(track).__name__}, not a Track")
+        if track.id in seen:
+            raise InvalidInputError(f"track id {track.id!r} appears twice in one add()")
+        seen.add(track.id)
+    return batch
+
+
+def _default_fields(tracks: list[Track]) -> dict[str, str | Encoder]:
+    present = [f for f in _DEFAULT_TEXT_FIELDS if any(_field_value(t, f) for t in tracks)]
+    if not present:
+        raise InvalidInputError(
+            "the tracks carry no description, tags or lyrics to embed by default; "
+            "pass fields=, e.g. Recommender(fields={'title': 'minilm'})"
+        )
+    return dict.fromkeys(present, _DEFAULT_TEXT_ENCODER)
+
+
+def _field_value(track: Track, field_name: str) -> str | None:
+    value = getattr(track, field_name)
+    if field_name == "tags":
+        value = ", ".join(tag.strip() for tag in value if tag.strip())
+    return value if isinstance(value, str) and value.strip() else None
+
+
+def _embed(encoder: Encoder, field_name: str, values: list[str]) -> FloatMatrix:
+    if FIELD_SOURCES[field_name] == "audio":
+        return encoder.encode_audio(values)
+    return encoder.encode_text(values, role="document")
+
+
+def _read_tracks(path: Path) -> list[Track]:
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+        return [Track.model_validate(json.loads(line)) for line in lines if line.strip()]
+    except FileNotFoundError as exc:
+        raise IndexCorruptError(f"{path.parent} is incomplete: tracks.jsonl is missing") from exc
+    except ValueError as exc:
+        raise IndexCorruptError(f"{path} is malformed: {exc}") from exc

@@ -1,0 +1,79 @@
+"""Shared fixtures: installed third-party plugins never load in tests; a fake encoder plugin."""
+
+from __future__ import annotations
+
+import os
+
+# Before any plugin manager is built: only the built-in plugins, whatever else is installed.
+os.environ["NEWWAVE_LOAD_PLUGINS"] = ""
+
+import zlib
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+
+from newwave import Encoder, hookimpl
+from newwave.hookspecs import Register
+from newwave.plugins import get_plugin_manager
+from newwave.types import Modality, Role
+
+
+class KeywordEncoder(Encoder):
+    """Feature-hashed bag of words for text, band energies of the spectrum for audio.
+
+    Deterministic and model-free: texts sharing words have a positive inner product.
+    """
+
+    name = "keyword"
+    modalities = frozenset({"text", "audio"})
+
+    def __init__(self, *, dim: int = 64, **options: Any):
+        super().__init__(**options)
+        self._dim = dim
+        self.calls: list[tuple[Modality, Role, int]] = []
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    def get_config(self) -> dict[str, Any]:
+        return {"dim": self._dim}
+
+    def _encode_batch(self, batch: list[Any], modality: Modality, role: Role) -> Any:
+        self.calls.append((modality, role, len(batch)))
+        out = np.zeros((len(batch), self._dim), dtype=np.float32)
+        for row, item in enumerate(batch):
+            if modality == "text":
+                for word in item.lower().split():
+                    out[row, zlib.crc32(word.strip(",.!?").encode()) % self._dim] += 1.0
+            else:
+                samples = np.atleast_2d(np.asarray(item.samples, dtype=np.float64)).mean(axis=0)
+                spectrum = np.abs(np.fft.rfft(samples, n=4 * self._dim))
+                out[row] = [band.sum() for band in np.array_split(spectrum, self._dim)]
+        return out
+
+
+class KeywordPlugin:
+    """A third-party plugin as a test would write one."""
+
+    @hookimpl
+    def register_encoders(self, register: Register) -> None:
+        register(KeywordEncoder, aliases=("kw",))
+
+
+@pytest.fixture
+def keyword_plugin() -> Iterator[None]:
+    """Register the fake ``keyword`` encoder plugin for one test."""
+    pm = get_plugin_manager()
+    pm.register(KeywordPlugin(), name="test-keyword")
+    try:
+        yield
+    finally:
+        pm.unregister(name="test-keyword")
+
+
+@pytest.fixture
+def keyword_encoder() -> KeywordEncoder:
+    return KeywordEncoder()

@@ -1,0 +1,129 @@
+"""The Recommender through the public API, with the fake keyword encoder plugin."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from newwave import (
+    EmptyQueryError,
+    IndexCorruptError,
+    InvalidInputError,
+    Recommender,
+    Track,
+    UnknownTrackError,
+)
+
+from .conftest import KeywordEncoder
+
+TRACKS = [
+    Track(
+        id="rain",
+        title="Rain on Glass",
+        description="a slow sad piano ballad",
+        tags=["piano", "ballad"],
+        lyrics="the rain keeps falling on the glass",
+    ),
+    Track(id="drive", title="Night Drive", description="fast synthwave with neon synths"),
+    Track(id="storm", description="loud metal with heavy guitar", tags=["metal", "guitar"]),
+]
+
+
+@pytest.fixture
+def rec(keyword_plugin: None) -> Recommender:
+    rec = Recommender(fields={"description": "keyword", "tags": "keyword", "lyrics": "keyword"})
+    rec.add(TRACKS)
+    return rec
+
+
+def test_search_ranks_and_explains(rec: Recommender) -> None:
+    hits = rec.search("sad piano ballad", k=3)
+    assert hits[0].track.id == "rain"
+    assert [h.rank for h in hits] == [1, 2, 3]
+    assert set(hits[0].scores) == {"description", "tags", "lyrics"}
+    assert hits[0].scores["description"] > 0.5
+    assert "lyrics" not in next(h for h in hits if h.track.id == "drive").scores
+
+
+def test_fields_share_one_encoder_instance(rec: Recommender) -> None:
+    encoders = rec.fields
+    assert encoders["description"] is encoders["tags"] is encoders["lyrics"]
+
+
+def test_query_is_embedded_once_per_encoder(rec: Recommender) -> None:
+    encoder = rec.fields["description"]
+    assert isinstance(encoder, KeywordEncoder)
+    encoder.calls.clear()
+    rec.search("piano")
+    assert encoder.calls == [("text", "query", 1)]
+
+
+def test_default_fields_come_from_the_tracks(keyword_plugin: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("newwave.recommender._DEFAULT_TEXT_ENCODER", "keyword")
+    rec = Recommender()
+    rec.add([Track(id="a", description="calm", tags=["ambient"])])
+    assert list(rec.config.fields) == ["description", "tags"]
+    with pytest.raises(InvalidInputError, match="no description, tags or lyrics"):
+        Recommender().add([Track(id="b", title="only a title")])
+
+
+def test_replacing_a_track_updates_every_field(rec: Recommender) -> None:
+    rec.add([Track(id="rain", description="aggressive drum and bass")])
+    assert len(rec) == 3
+    assert rec.get("rain").lyrics is None
+    hit = next(h for h in rec.search("aggressive drum", k=3) if h.track.id == "rain")
+    assert set(hit.scores) == {"description"}
+    assert hit.scores["description"] == pytest.approx(2 / (2**0.5 * 4**0.5), abs=1e-6)  # 2 shared words
+
+
+def test_remove(rec: Recommender) -> None:
+    rec.remove(["storm"])
+    assert "storm" not in rec
+    assert all(h.track.id != "storm" for h in rec.search("metal guitar"))
+    with pytest.raises(UnknownTrackError, match="'storm'"):
+        rec.remove(["storm"])
+    with pytest.raises(UnknownTrackError):
+        rec.get("storm")
+
+
+@pytest.mark.parametrize(
+    ("query", "error"), [("", EmptyQueryError), ("   ", EmptyQueryError), (None, InvalidInputError)]
+)
+def test_bad_queries(rec: Recommender, query: object, error: type[Exception]) -> None:
+    with pytest.raises(error):
+        rec.search(query)  # type: ignore[arg-type]
+
+
+def test_bad_configuration(keyword_plugin: None) -> None:
+    with pytest.raises(InvalidInputError, match="unknown field 'mood'"):
+        Recommender(fields={"mood": "keyword"})
+    with pytest.raises(InvalidInputError, match="fields is empty"):
+        Recommender(fields={})
+    with pytest.raises(InvalidInputError, match="add\\(\\) takes a list"):
+        Recommender(fields={"title": "keyword"}).add(TRACKS[0])  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError, match="appears twice"):
+        Recommender(fields={"title": "keyword"}).add([TRACKS[0], TRACKS[0]])
+
+
+def test_save_and_load(rec: Recommender, tmp_path: Path) -> None:
+    rec.save(tmp_path / "lib")
+    loaded = Recommender.load(tmp_path / "lib")
+    assert len(loaded) == 3
+    assert loaded.config.fields == rec.config.fields
+    assert loaded.config.fuser == rec.config.fuser
+    before, after = rec.search("heavy guitar"), loaded.search("heavy guitar")
+    assert [h.track for h in after] == [h.track for h in before]
+    assert [h.scores for h in after] == [h.scores for h in before]
+
+
+def test_load_detects_another_model(rec: Recommender, tmp_path: Path) -> None:
+    rec.save(tmp_path / "lib")
+    snapshot = tmp_path / "lib" / "snapshot-000001"
+    config = (snapshot / "config.json").read_text()
+    (snapshot / "config.json").write_text(config.replace('"dim": 64', '"dim": 32', 1))
+    with pytest.raises(IndexCorruptError, match="64-d vectors, config says 32"):
+        Recommender.load(tmp_path / "lib")
+    (snapshot / "tracks.jsonl").write_text("")
+    with pytest.raises(IndexCorruptError):
+        Recommender.load(tmp_path / "lib")
