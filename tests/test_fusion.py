@@ -26,7 +26,8 @@ def test_rrf_by_hand() -> None:
         {"audio": Ranking(("a", "b"), (0.9, 0.1)), "tags": Ranking(("b", "c"), (0.5, 0.4))}, k=3
     )
     assert fused.ids == ("b", "a", "c")
-    assert fused.scores == pytest.approx((1 / 62 + 1 / 61, 1 / 61, 1 / 62))
+    # The mean over the two fields of 1 / (60 + rank), 0 where a track is not in a field's ranking.
+    assert fused.scores == pytest.approx(((1 / 62 + 1 / 61) / 2, 1 / 61 / 2, 1 / 62 / 2))
 
 
 def test_weighted_by_hand() -> None:
@@ -54,7 +55,7 @@ def test_rrf_matches_its_formula(per_field: dict[str, Ranking], k: int) -> None:
     expected: dict[str, float] = {}
     for r in per_field.values():
         for rank, track_id in enumerate(r.ids, start=1):
-            expected[track_id] = expected.get(track_id, 0.0) + 1 / (60 + rank)
+            expected[track_id] = expected.get(track_id, 0.0) + 1 / (60 + rank) / len(per_field)
     best = sorted(expected.items(), key=lambda p: (-p[1], p[0]))[:k]
     assert fused.ids == tuple(i for i, _ in best)
     assert fused.scores == pytest.approx(tuple(s for _, s in best))
@@ -62,9 +63,7 @@ def test_rrf_matches_its_formula(per_field: dict[str, Ranking], k: int) -> None:
 
 @settings(max_examples=200, deadline=None)
 @given(field_rankings, st.integers(1, 15))
-def test_fused_rankings_are_sorted_cut_and_complete(
-    per_field: dict[str, Ranking], k: int
-) -> None:
+def test_fused_rankings_are_sorted_cut_and_complete(per_field: dict[str, Ranking], k: int) -> None:
     candidates = {i for r in per_field.values() for i in r.ids}
     for fuser in (RRFFuser(), WeightedFuser()):
         fused = fuser.fuse(per_field, k=k)
@@ -94,6 +93,57 @@ def test_scaling_every_weight_changes_nothing(per_field: dict[str, Ranking], fac
     a = WeightedFuser(weights=weights).fuse(per_field, k=10)
     b = WeightedFuser(weights=scaled).fuse(per_field, k=10)
     assert a.scores == pytest.approx(b.scores)
+
+
+def test_a_missing_field_is_neither_reward_nor_penalty() -> None:
+    per_field = {
+        "description": Ranking(("lullaby", "rock", "other"), (0.6, 0.5, 0.0)),
+        "lyrics": Ranking(("rock",), (0.1,)),  # the lullaby is instrumental: no lyrics at all
+    }
+    coverage = {"description": {"lullaby", "rock", "other"}, "lyrics": {"rock"}}
+    for fuser in (RRFFuser(), WeightedFuser()):
+        assert fuser.fuse(per_field, k=2).ids == ("rock", "lullaby")  # penalised without coverage
+        fused = fuser.fuse(per_field, k=2, coverage=coverage)
+        assert fused.ids == ("lullaby", "rock")
+    # RRF: the lullaby is judged on its description alone, the rock song on both fields.
+    assert RRFFuser().fuse(per_field, k=2, coverage=coverage).scores == pytest.approx(
+        (1 / 61, (1 / 62 + 1 / 61) / 2)
+    )
+
+
+def test_a_track_with_a_field_but_not_retrieved_scores_zero_there() -> None:
+    per_field = {"tags": Ranking(("a",), (0.9,)), "lyrics": Ranking(("b",), (0.9,))}
+    coverage = {"tags": {"a", "b"}, "lyrics": {"a", "b"}}
+    fused = WeightedFuser().fuse(per_field, k=2, coverage=coverage)
+    assert fused.as_dict() == pytest.approx({"a": 0.5, "b": 0.5})
+
+
+@settings(max_examples=100, deadline=None)
+@given(field_rankings)
+def test_full_coverage_equals_no_coverage(per_field: dict[str, Ranking]) -> None:
+    everyone = {f"t{i}" for i in range(12)}
+    coverage = dict.fromkeys(per_field, everyone)
+    for fuser in (RRFFuser(), WeightedFuser()):
+        a = fuser.fuse(per_field, k=12)
+        b = fuser.fuse(per_field, k=12, coverage=coverage)
+        assert a.ids == b.ids
+        assert a.scores == pytest.approx(b.scores)
+
+
+@settings(max_examples=100, deadline=None)
+@given(field_rankings, rankings)
+def test_a_field_a_track_lacks_leaves_its_score_alone(
+    per_field: dict[str, Ranking], extra: Ranking
+) -> None:
+    """Adding a field that only other tracks have does not change a track's fused score."""
+    extra_ids = set(extra.ids)
+    coverage = {**{f: {f"t{i}" for i in range(12)} for f in per_field}, "extra": extra_ids}
+    for fuser in (RRFFuser(), WeightedFuser()):
+        before = fuser.fuse(per_field, k=12, coverage=coverage).as_dict()
+        after = fuser.fuse({**per_field, "extra": extra}, k=24, coverage=coverage).as_dict()
+        for track_id, score in before.items():
+            if track_id not in extra_ids:
+                assert after[track_id] == pytest.approx(score)
 
 
 def test_no_rankings_fuse_to_nothing() -> None:

@@ -46,6 +46,19 @@ def test_search_ranks_and_explains(rec: Recommender) -> None:
     assert "lyrics" not in next(h for h in hits if h.track.id == "drive").scores
 
 
+def test_a_track_without_a_field_is_not_penalised(keyword_plugin: None) -> None:
+    rec = Recommender(fields={"description": "keyword", "lyrics": "keyword"})
+    rec.add(
+        [
+            Track(id="lullaby", description="calm harp music for sleep"),  # instrumental
+            Track(id="rock", description="loud rock music", lyrics="calm down and sleep"),
+        ]
+    )
+    hits = rec.search("calm harp music for sleep", k=2)
+    assert [h.track.id for h in hits] == ["lullaby", "rock"]
+    assert set(hits[0].scores) == {"description"}
+
+
 def test_fields_share_one_encoder_instance(rec: Recommender) -> None:
     encoders = rec.fields
     assert encoders["description"] is encoders["tags"] is encoders["lyrics"]
@@ -59,7 +72,9 @@ def test_query_is_embedded_once_per_encoder(rec: Recommender) -> None:
     assert encoder.calls == [("text", "query", 1)]
 
 
-def test_default_fields_come_from_the_tracks(keyword_plugin: None, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_default_fields_come_from_the_tracks(
+    keyword_plugin: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr("newwave.recommender._DEFAULT_TEXT_ENCODER", "keyword")
     rec = Recommender()
     rec.add([Track(id="a", description="calm", tags=["ambient"])])
@@ -74,7 +89,9 @@ def test_replacing_a_track_updates_every_field(rec: Recommender) -> None:
     assert rec.get("rain").lyrics is None
     hit = next(h for h in rec.search("aggressive drum", k=3) if h.track.id == "rain")
     assert set(hit.scores) == {"description"}
-    assert hit.scores["description"] == pytest.approx(2 / (2**0.5 * 4**0.5), abs=1e-6)  # 2 shared words
+    assert hit.scores["description"] == pytest.approx(
+        2 / (2**0.5 * 4**0.5), abs=1e-6
+    )  # 2 shared words
 
 
 def test_remove(rec: Recommender) -> None:

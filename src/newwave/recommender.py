@@ -203,7 +203,7 @@ class Recommender:
             if id(encoder) not in query_vectors:
                 query_vectors[id(encoder)] = encoder.encode_queries([query])
             rankings[field_name] = retriever.search(query_vectors[id(encoder)], depth)[0]
-        fused = self._fuser.fuse(rankings, k=k)
+        fused = self._fuser.fuse(rankings, k=k, coverage=self._retrievers)
         per_field = {f: r.as_dict() for f, r in rankings.items()}
         return [
             Hit(

@@ -4,21 +4,27 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Container, Mapping
 from typing import Any, ClassVar
 
 from newwave.errors import InvalidInputError
 from newwave.types import Ranking
 
-__all__ = ["Fuser"]
+__all__ = ["Coverage", "Fuser"]
+
+Coverage = Mapping[str, Container[str]]
+"""For each field, the ids of the tracks that have that field (a retriever is such a container)."""
 
 
 class Fuser(ABC):
     """Combines the rankings that each field's retriever returned for one query.
 
-    A subclass implements :meth:`_fuse_scores`; the base validates the input, applies the tie rule
-    (higher fused score first, then smaller id, so results are deterministic) and cuts to ``k``.
-    ``weights`` give a field's importance (default 1.0 for a field not named).
+    By default the fused score of a track is the weighted mean of its per-field scores
+    (:meth:`_field_scores`) over the fields the track *has*: a track without lyrics is judged on
+    its other fields, not penalised for the missing one. A track that has a field but is absent
+    from that field's ranking scores 0 there. Without ``coverage`` every track is taken to have
+    every field. Ties are broken by id, so results are deterministic. ``weights`` give a field's
+    importance (1.0 for a field not named).
     """
 
     name: ClassVar[str] = ""
@@ -40,10 +46,32 @@ class Fuser(ABC):
         return {"weights": self.weights} if self.weights else {}
 
     @abstractmethod
-    def _fuse_scores(self, rankings: Mapping[str, Ranking]) -> Mapping[str, float]:
-        """Fused score of every id that appears in at least one ranking."""
+    def _field_scores(self, ranking: Ranking) -> Mapping[str, float]:
+        """The score, in [0, 1], that one field's ranking gives each id in it."""
 
-    def fuse(self, rankings: Mapping[str, Ranking], *, k: int) -> Ranking:
+    def _fuse_scores(
+        self, rankings: Mapping[str, Ranking], coverage: Coverage | None
+    ) -> dict[str, float]:
+        """Fused score of every id that appears in at least one ranking."""
+        per_field = {f: self._field_scores(r) for f, r in rankings.items()}
+        fused: dict[str, float] = {}
+        for track_id in {i for r in rankings.values() for i in r.ids}:
+            total = weights = 0.0
+            for field_name, scores in per_field.items():
+                lacks = coverage is not None and track_id not in coverage.get(
+                    field_name, (track_id,)
+                )
+                if lacks:
+                    continue  # the track has no such field: neither reward nor penalty
+                w = self.weight(field_name)
+                total += w * scores.get(track_id, 0.0)
+                weights += w
+            fused[track_id] = total / weights if weights > 0 else 0.0
+        return fused
+
+    def fuse(
+        self, rankings: Mapping[str, Ranking], *, k: int, coverage: Coverage | None = None
+    ) -> Ranking:
         """One ranking of at most ``k`` ids from the per-field ``rankings``, best first."""
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise InvalidInputError(f"k must be a positive integer, got {k!r}")
@@ -52,7 +80,7 @@ class Fuser(ABC):
                 raise InvalidInputError(
                     f"ranking of field {field_name!r} is a {type(ranking).__name__}, not a Ranking"
                 )
-        scores = self._fuse_scores(rankings)
+        scores = self._fuse_scores(rankings, coverage)
         best = sorted(scores.items(), key=lambda item: (-item[1], item[0]))[:k]
         return Ranking(tuple(i for i, _ in best), tuple(float(s) for _, s in best))
 

@@ -1,4 +1,8 @@
-"""The built-in score-level fusers: ``weighted`` and ``rrf``."""
+"""The built-in score-level fusers: ``weighted`` and ``rrf``.
+
+Both take the weighted mean of per-field scores over the fields a track has (see
+:class:`~newwave.fusion.base.Fuser`); they differ in the per-field score.
+"""
 
 from __future__ import annotations
 
@@ -14,36 +18,26 @@ __all__ = ["RRFFuser", "WeightedFuser"]
 
 
 class WeightedFuser(Fuser):
-    """Weighted mean of per-field scores, each min-max normalised to [0, 1] within its ranking.
+    """Weighted mean of per-field scores, each min-max normalised within its ranking.
 
-    fused(t) = Σ_f w_f · norm_f(t) / Σ_f w_f over the fields that returned a ranking, where
-    norm_f(t) = (s_f(t) - min_f) / (max_f - min_f), 1.0 when all of f's scores are equal, and 0 when
-    t is not in f's ranking.
+    A field's score for a track is (s - min) / (max - min) over that field's ranking (1.0 when all
+    its scores are equal), so fields with different score ranges mix; fused scores lie in [0, 1].
     """
 
     name = "weighted"
 
-    def _fuse_scores(self, rankings: Mapping[str, Ranking]) -> dict[str, float]:
-        total_weight = sum(self.weight(f) for f, r in rankings.items() if len(r))
-        fused: dict[str, float] = {}
-        if total_weight == 0:
-            return {i: 0.0 for r in rankings.values() for i in r.ids}
-        for field_name, ranking in rankings.items():
-            if not len(ranking):
-                continue
-            low, high = min(ranking.scores), max(ranking.scores)
-            share = self.weight(field_name) / total_weight
-            for track_id, score in ranking:
-                norm = (score - low) / (high - low) if high > low else 1.0
-                fused[track_id] = fused.get(track_id, 0.0) + share * norm
-        return fused
+    def _field_scores(self, ranking: Ranking) -> dict[str, float]:
+        if not len(ranking):
+            return {}
+        low, high = min(ranking.scores), max(ranking.scores)
+        return {i: (s - low) / (high - low) if high > low else 1.0 for i, s in ranking}
 
 
 class RRFFuser(Fuser):
-    """Reciprocal rank fusion: fused(t) = Σ_f w_f / (c + rank_f(t)), rank 1-based, c = 60 default.
+    """Reciprocal rank fusion: a field's score for a track is 1 / (c + rank), rank 1-based.
 
-    Scores are ignored, only ranks count, so fields with incomparable score scales mix safely
-    (Cormack, Clarke and Büttcher, SIGIR 2009).
+    Only ranks count, so fields with incomparable score scales mix safely (Cormack, Clarke and
+    Büttcher, SIGIR 2009). When every track has every field, the order equals classic RRF's.
     """
 
     name = "rrf"
@@ -57,13 +51,8 @@ class RRFFuser(Fuser):
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "c": self.c}
 
-    def _fuse_scores(self, rankings: Mapping[str, Ranking]) -> dict[str, float]:
-        fused: dict[str, float] = {}
-        for field_name, ranking in rankings.items():
-            weight = self.weight(field_name)
-            for rank, track_id in enumerate(ranking.ids, start=1):
-                fused[track_id] = fused.get(track_id, 0.0) + weight / (self.c + rank)
-        return fused
+    def _field_scores(self, ranking: Ranking) -> dict[str, float]:
+        return {i: 1.0 / (self.c + rank) for rank, i in enumerate(ranking.ids, start=1)}
 
 
 @hookimpl
