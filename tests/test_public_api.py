@@ -4,6 +4,8 @@ import importlib.metadata
 import subprocess
 import sys
 
+import pytest
+
 import newwave
 
 DOCUMENTED = {
@@ -51,12 +53,8 @@ def test_every_public_name_resolves() -> None:
 
 
 def test_unknown_attribute_raises_attribute_error() -> None:
-    try:
+    with pytest.raises(AttributeError, match="nope"):
         newwave.nope  # type: ignore[attr-defined]  # noqa: B018
-    except AttributeError as exc:
-        assert "nope" in str(exc)
-    else:
-        raise AssertionError("expected AttributeError")
 
 
 def test_version_is_the_installed_version() -> None:

@@ -233,7 +233,7 @@ def test_load_errors(filled: FaissRetriever, tmp_path: Path) -> None:
         Retriever.load(tmp_path / "index")
 
     (snapshot / "retriever.json").unlink()
-    with pytest.raises(IndexCorruptError, match="retriever.json is missing"):
+    with pytest.raises(IndexCorruptError, match=r"retriever\.json is missing"):
         Retriever.load(tmp_path / "index")
 
     (tmp_path / "index" / "newwave.json").write_text('{"format": "other"}')

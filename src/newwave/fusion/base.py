@@ -58,10 +58,8 @@ class Fuser(ABC):
         for track_id in {i for r in rankings.values() for i in r.ids}:
             total = weights = 0.0
             for field_name, scores in per_field.items():
-                lacks = coverage is not None and track_id not in coverage.get(
-                    field_name, (track_id,)
-                )
-                if lacks:
+                has = coverage.get(field_name) if coverage is not None else None
+                if has is not None and track_id not in has:
                     continue  # the track has no such field: neither reward nor penalty
                 w = self.weight(field_name)
                 total += w * scores.get(track_id, 0.0)
