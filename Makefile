@@ -33,8 +33,9 @@ lint: $(VENV)/.dev-installed
 typecheck: $(VENV)/.dev-installed
 	$(BIN)/mypy
 
+# The tests, and every benchmark once (untimed) so that none of them rots.
 unit: $(VENV)/.dev-installed
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest tests benchmarks --benchmark-disable
 
 bench: $(VENV)/.dev-installed
 	$(BIN)/python -m pytest benchmarks --benchmark-only

@@ -54,7 +54,7 @@ def test_every_public_name_resolves() -> None:
 
 def test_unknown_attribute_raises_attribute_error() -> None:
     with pytest.raises(AttributeError, match="nope"):
-        newwave.nope  # type: ignore[attr-defined]  # noqa: B018
+        newwave.nope  # noqa: B018
 
 
 def test_version_is_the_installed_version() -> None:

@@ -29,7 +29,8 @@ from newwave.index.faiss import FaissRetriever
 
 def unit_rows(n: int, dim: int, seed: int = 0) -> np.ndarray:
     rows = np.random.default_rng(seed).standard_normal((n, dim)).astype(np.float32)
-    return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+    normalised: np.ndarray = rows / np.linalg.norm(rows, axis=1, keepdims=True)
+    return normalised
 
 
 @pytest.fixture
