@@ -192,3 +192,9 @@ def test_config_rebuilds_without_loading() -> None:
 def test_bad_options(options: dict[str, object]) -> None:
     with pytest.raises(InvalidInputError):
         MiniLMEncoder(**options)  # type: ignore[arg-type]
+
+
+def test_loading_shows_no_per_tensor_progress_bar(capsys: pytest.CaptureFixture[str]) -> None:
+    load_encoder("minilm").encode_text(["quiet please"])
+    assert "Loading weights" not in capsys.readouterr().err
+    assert transformers.utils.logging.is_progress_bar_enabled()  # restored afterwards

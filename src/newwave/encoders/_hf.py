@@ -23,7 +23,8 @@ import os
 import re
 import sys
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -44,6 +45,7 @@ __all__ = [
     "hf_offline",
     "import_backend",
     "load_pretrained",
+    "quiet_weight_loading",
 ]
 
 T = TypeVar("T")
@@ -198,6 +200,22 @@ def load_pretrained(
         + _advice(model, fallbacks)
     )
     raise ModelNotFoundError(message) from last
+
+
+@contextmanager
+def quiet_weight_loading(transformers: ModuleType) -> Iterator[None]:
+    """Hide transformers' per-tensor "Loading weights" bar while loading from disk.
+
+    Hub downloads show huggingface_hub's own bars, which this leaves alone.
+    """
+    logging = transformers.utils.logging
+    enabled = logging.is_progress_bar_enabled()
+    logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            logging.enable_progress_bar()
 
 
 def _advice(model: str, fallbacks: Sequence[Fallback]) -> str:
@@ -442,9 +460,10 @@ class TransformerTextEncoder(Encoder):
         torch, transformers = import_backend()
 
         def load(source: str, local_files_only: bool) -> tuple[Any, Any]:
-            model = transformers.AutoModel.from_pretrained(
-                source, local_files_only=local_files_only
-            )
+            with quiet_weight_loading(transformers):
+                model = transformers.AutoModel.from_pretrained(
+                    source, local_files_only=local_files_only
+                )
             tokenizer = transformers.AutoTokenizer.from_pretrained(
                 source, local_files_only=local_files_only
             )
