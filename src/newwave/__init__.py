@@ -3,7 +3,8 @@
 >>> from newwave import Recommender, Track
 >>> rec = Recommender(fields={"description": "minilm"})  # doctest: +SKIP
 
-Importing newwave is cheap: torch, transformers and FAISS load when a component first needs them.
+Importing newwave is cheap: everything past the error classes (pluggy, pydantic, numpy, torch,
+transformers, FAISS) loads when first used.
 """
 
 from __future__ import annotations
@@ -28,12 +29,12 @@ from newwave.errors import (
     UnknownTrackError,
     UnsupportedModalityError,
 )
-from newwave.hookspecs import hookimpl
 
 if TYPE_CHECKING:
     from newwave.config import RecommenderConfig
     from newwave.encoders.base import Encoder
     from newwave.fusion.base import Fuser
+    from newwave.hookspecs import hookimpl
     from newwave.index.base import Retriever
     from newwave.plugins import load_encoder, load_fuser, load_retriever
     from newwave.recommender import Recommender
@@ -83,6 +84,7 @@ _LAZY = {
     "Retriever": "newwave.index.base",
     "Track": "newwave.types",
     "Waveform": "newwave.types",
+    "hookimpl": "newwave.hookspecs",
     "load_encoder": "newwave.plugins",
     "load_fuser": "newwave.plugins",
     "load_retriever": "newwave.plugins",
