@@ -10,6 +10,7 @@ from newwave import (
     EmptyQueryError,
     IndexCorruptError,
     InvalidInputError,
+    MissingFileError,
     Recommender,
     Track,
     UnknownTrackError,
@@ -144,3 +145,23 @@ def test_load_detects_another_model(rec: Recommender, tmp_path: Path) -> None:
     (snapshot / "tracks.jsonl").write_text("")
     with pytest.raises(IndexCorruptError):
         Recommender.load(tmp_path / "lib")
+
+
+def test_a_failed_add_changes_nothing(keyword_plugin: None, tmp_path: Path) -> None:
+    rec = Recommender(fields={"description": "keyword", "audio": "keyword"})
+    rec.add([Track(id="a", description="first")])
+    with pytest.raises(MissingFileError):
+        rec.add(
+            [
+                Track(id="a", description="replaced"),
+                Track(id="b", description="new", audio=str(tmp_path / "missing.wav")),
+            ]
+        )
+    assert len(rec) == 1
+    assert rec.get("a").description == "first"
+    assert [h.track.id for h in rec.search("new replaced", k=5)] == ["a"]
+
+
+def test_depth_must_cover_k(rec: Recommender) -> None:
+    with pytest.raises(InvalidInputError, match="depth must be an integer >= k"):
+        rec.search("piano", k=5, depth=2)

@@ -140,23 +140,31 @@ class Recommender:
             raise UnknownTrackError(f"no track with id {track_id!r}") from None
 
     def add(self, tracks: Iterable[Track]) -> None:
-        """Embed and index ``tracks``; a track whose id is already present is replaced."""
+        """Embed and index ``tracks``; a track whose id is already present is replaced.
+
+        Every field is embedded before any index changes, so an error (a missing audio file, an
+        unreachable model) leaves the recommender as it was.
+        """
         batch = _check_tracks(tracks)
         if not batch:
             return
         if not self._encoders:
             self._set_fields(_default_fields(batch))
             logger.info("newwave: indexing fields %s", self.config.fields)
+        embedded: dict[str, tuple[list[str], FloatMatrix]] = {}
         for field_name, encoder in self._encoders.items():
             with_value = [(t.id, v) for t in batch if (v := _field_value(t, field_name))]
-            emptied = [t.id for t in batch if not _field_value(t, field_name)]
+            if with_value:
+                vectors = _embed(encoder, field_name, [v for _, v in with_value])
+                embedded[field_name] = ([i for i, _ in with_value], vectors)
+        for field_name in self._encoders:
+            ids, matrix = embedded.get(field_name, ([], None))
+            indexed = set(ids)
+            emptied = [t.id for t in batch if t.id not in indexed]
             if field_name in self._retrievers and emptied:  # a replaced track lost this field
                 self._retrievers[field_name].remove(emptied, missing_ok=True)
-            if not with_value:
-                continue
-            vectors = _embed(encoder, field_name, [v for _, v in with_value])
-            retriever = self._retriever_for(field_name, vectors.shape[1])
-            retriever.add([i for i, _ in with_value], vectors)
+            if matrix is not None:
+                self._retriever_for(field_name, matrix.shape[1]).add(ids, matrix)
         self._tracks.update((t.id, t) for t in batch)
 
     def remove(self, ids: Iterable[str]) -> None:
@@ -194,6 +202,8 @@ class Recommender:
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise InvalidInputError(f"k must be a positive integer, got {k!r}")
         depth = max(4 * k, 50) if depth is None else depth
+        if isinstance(depth, bool) or not isinstance(depth, int) or depth < k:
+            raise InvalidInputError(f"depth must be an integer >= k ({k}), got {depth!r}")
         query_vectors: dict[int, FloatMatrix] = {}
         rankings = {}
         for field_name, retriever in self._retrievers.items():
