@@ -165,3 +165,10 @@ def test_a_failed_add_changes_nothing(keyword_plugin: None, tmp_path: Path) -> N
 def test_depth_must_cover_k(rec: Recommender) -> None:
     with pytest.raises(InvalidInputError, match="depth must be an integer >= k"):
         rec.search("piano", k=5, depth=2)
+
+
+def test_track_metadata_must_be_json(tmp_path: Path) -> None:
+    track = Track(id="a", metadata={"year": 2011, "moods": ["calm"], "live": False})
+    assert Track.model_validate_json(track.model_dump_json()) == track
+    with pytest.raises(ValueError, match="metadata"):
+        Track(id="b", metadata={"when": object()})

@@ -233,6 +233,12 @@ def test_load_errors(filled: FaissRetriever, tmp_path: Path) -> None:
     with pytest.raises(IndexCorruptError, match="inconsistent"):
         Retriever.load(tmp_path / "index")
 
+    manifest = json.loads((snapshot / "retriever.json").read_text())
+    bad = {**manifest, "options": {"factory": "NotAnIndex"}}
+    (snapshot / "retriever.json").write_text(json.dumps(bad))
+    with pytest.raises(IndexCorruptError, match="invalid options"):
+        Retriever.load(tmp_path / "index")
+
     (snapshot / "retriever.json").unlink()
     with pytest.raises(IndexCorruptError, match=r"retriever\.json is missing"):
         Retriever.load(tmp_path / "index")

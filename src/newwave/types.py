@@ -9,7 +9,7 @@ from typing import Any, Literal, TypeAlias
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict, JsonValue, field_validator
 
 __all__ = [
     "AudioInput",
@@ -59,7 +59,7 @@ class Track(BaseModel):
     lyrics: str | None = None
     description: str | None = None
     tags: tuple[str, ...] = ()
-    metadata: dict[str, Any] = {}
+    metadata: dict[str, JsonValue] = {}
 
     @field_validator("id")
     @classmethod

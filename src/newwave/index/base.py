@@ -174,7 +174,10 @@ class Retriever(ABC):
             options = dict(manifest.get("options", {}))
         except (KeyError, TypeError) as exc:
             raise IndexCorruptError(f"{root / _MANIFEST} lacks {exc}") from exc
-        retriever = load_retriever(name, dim=dim, **options)
+        try:
+            retriever = load_retriever(name, dim=dim, **options)
+        except (InvalidInputError, TypeError) as exc:
+            raise IndexCorruptError(f"{root / _MANIFEST} has invalid options: {exc}") from exc
         if not isinstance(retriever, cls):
             raise IndexCorruptError(f"{root} holds a {name!r} retriever, not a {cls.__name__}")
         retriever._restore(root, count)
