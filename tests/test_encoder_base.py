@@ -11,12 +11,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from newwave import (
+    AudioDecodeError,
     EmptyQueryError,
     Encoder,
     InvalidInputError,
     MissingFileError,
     NonFiniteVectorError,
     PluginError,
+    SkippedInputWarning,
     UnsupportedModalityError,
     Waveform,
 )
@@ -177,6 +179,64 @@ def test_bad_plugin_output_is_caught(output: Any, error: type[Exception], match:
 def test_unnormalised_output_is_normalised() -> None:
     vectors = _Broken(np.array([[3.0, 4.0, 0.0, 0.0]])).encode_text(["x"])
     np.testing.assert_allclose(vectors, [[0.6, 0.8, 0.0, 0.0]], rtol=1e-6)
+
+
+class _Decoding(KeywordEncoder):
+    """Decodes "files" in _prepare: a file holding b"bad" is not audio."""
+
+    def _prepare(self, item: Any, modality: Modality) -> Any:
+        if isinstance(item, str):
+            if Path(item).read_bytes() == b"bad":
+                raise AudioDecodeError("not an audio file")
+            return Waveform(np.sin(np.arange(800) * len(item)), 8000)
+        return item
+
+
+def _files(tmp_path: Path, contents: list[bytes]) -> list[str]:
+    paths = []
+    for i, content in enumerate(contents):
+        path = tmp_path / f"track{i:03d}.mp3"
+        path.write_bytes(content)
+        paths.append(str(path))
+    return paths
+
+
+def test_a_bad_file_is_named_in_the_error(tmp_path: Path) -> None:
+    paths = _files(tmp_path, [b"ok", b"ok", b"bad", b"ok"])
+    with pytest.raises(AudioDecodeError, match=r"audio 2 \(.*track002\.mp3\): not an audio file"):
+        _Decoding(batch_size=2).encode_audio(paths)
+
+
+def test_bad_and_missing_files_can_be_skipped(tmp_path: Path) -> None:
+    paths = _files(tmp_path, [b"ok"] * 998 + [b"bad"])
+    paths.insert(500, str(tmp_path / "missing.mp3"))
+    encoder = _Decoding(batch_size=64)
+    with pytest.warns(SkippedInputWarning, match="skipped 2 audio input") as record:
+        vectors = encoder.encode_audio(paths, on_error="skip")
+    assert vectors.shape == (1000, 64)
+    norms = np.linalg.norm(vectors, axis=1)
+    assert np.flatnonzero(norms == 0).tolist() == [500, 999]
+    assert np.allclose(np.delete(norms, [500, 999]), 1.0, atol=1e-5)
+    warning = record[0].message
+    assert isinstance(warning, SkippedInputWarning)
+    assert [(i, type(e)) for i, _, e in warning.failures] == [
+        (500, MissingFileError),
+        (999, AudioDecodeError),
+    ]
+    # The rows that were encoded equal encoding those inputs alone.
+    np.testing.assert_allclose(vectors[:3], encoder.encode_audio(paths[:3]), atol=1e-6)
+
+
+def test_on_error_is_checked(keyword_encoder: KeywordEncoder) -> None:
+    with pytest.raises(InvalidInputError, match="on_error"):
+        keyword_encoder.encode_audio([], on_error="ignore")  # type: ignore[arg-type]
+
+
+def test_progress_bar_is_off_by_default_when_not_on_a_terminal(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    KeywordEncoder(batch_size=1).encode_text(["a", "b", "c"])
+    assert capsys.readouterr().err == ""
 
 
 def test_progress_bar_shows_when_asked(capsys: pytest.CaptureFixture[str]) -> None:

@@ -28,6 +28,7 @@ DOCUMENTED = {
     "Recommender",
     "RecommenderConfig",
     "Retriever",
+    "SkippedInputWarning",
     "Track",
     "UnknownComponentError",
     "UnknownTrackError",

@@ -18,9 +18,14 @@ Every error derives from :class:`NewWaveError` and also from the builtin excepti
     │   ├── UnsupportedModalityError                  e.g. audio given to a text-only encoder
     │   └── AudioDecodeError                          a file that is not decodable audio
     └── IndexCorruptError            (ValueError)     a saved directory that cannot be trusted
+
+    SkippedInputWarning              (UserWarning)    inputs skipped with on_error="skip"
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
 
 __all__ = [
     "AudioDecodeError",
@@ -35,6 +40,7 @@ __all__ = [
     "NewWaveError",
     "NonFiniteVectorError",
     "PluginError",
+    "SkippedInputWarning",
     "UnknownComponentError",
     "UnknownTrackError",
     "UnsupportedModalityError",
@@ -106,3 +112,19 @@ class AudioDecodeError(InvalidInputError):
 
 class IndexCorruptError(NewWaveError, ValueError):
     """A saved directory is incomplete, corrupt, or inconsistent with its config."""
+
+
+class SkippedInputWarning(UserWarning):
+    """Some inputs could not be encoded and were skipped (their rows are zeros).
+
+    ``failures`` lists ``(index, input, error)`` for each skipped input.
+    """
+
+    def __init__(self, encoder: str, modality: str, failures: Sequence[tuple[int, Any, Exception]]):
+        self.failures = list(failures)
+        shown = "; ".join(f"{i}: {item!s}: {error}" for i, item, error in failures[:5])
+        more = f"; and {len(failures) - 5} more" if len(failures) > 5 else ""
+        super().__init__(
+            f"encoder {encoder!r} skipped {len(failures)} {modality} input(s), "
+            f"their rows are zeros: {shown}{more}"
+        )

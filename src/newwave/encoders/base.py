@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -18,6 +19,7 @@ from newwave.errors import (
     MissingFileError,
     NonFiniteVectorError,
     PluginError,
+    SkippedInputWarning,
     UnsupportedModalityError,
 )
 from newwave.types import AudioInput, FloatMatrix, Modality, Role, Waveform
@@ -63,10 +65,21 @@ class Encoder(ABC):
     def _encode_batch(self, batch: list[Any], modality: Modality, role: Role) -> Any:
         """Embed one batch; return an array-like of shape (len(batch), dim).
 
-        Text batches are lists of non-empty ``str``; audio batches are lists of ``str`` paths of
-        existing files and :class:`~newwave.types.Waveform` objects. ``role`` tells a query from a
-        document for models that embed them differently (audio is always ``"document"``).
+        The batch holds what :meth:`_prepare` returned for each input: by default, for text,
+        non-empty ``str``; for audio, ``str`` paths of existing files and
+        :class:`~newwave.types.Waveform` objects. ``role`` tells a query from a document for
+        models that embed them differently (audio is always ``"document"``).
         """
+
+    def _prepare(self, item: Any, modality: Modality) -> Any:
+        """Turn one input into what :meth:`_encode_batch` takes, e.g. decode an audio file.
+
+        Runs item by item just before the item's batch, so at most one batch is held in memory.
+        An :class:`~newwave.errors.InvalidInputError` (e.g. :class:`AudioDecodeError`) or
+        :class:`~newwave.errors.MissingFileError` raised here is reported with the input it came
+        from, and skipped when ``on_error="skip"``.
+        """
+        return item
 
     # -- public API ---------------------------------------------------------------------------
 
@@ -102,10 +115,20 @@ class Encoder(ABC):
         *,
         batch_size: int | None = None,
         show_progress_bar: bool | None = None,
+        on_error: Literal["raise", "skip"] = "raise",
     ) -> FloatMatrix:
-        """Embed audio: file paths, :class:`Waveform` objects or ``(samples, rate)`` pairs."""
+        """Embed audio: file paths, :class:`Waveform` objects or ``(samples, rate)`` pairs.
+
+        An input that cannot be used (a missing or undecodable file) raises an error naming it;
+        with ``on_error="skip"`` its row is all zeros instead, and one
+        :class:`~newwave.errors.SkippedInputWarning` lists every skipped input.
+        """
+        if on_error not in ("raise", "skip"):
+            raise InvalidInputError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
         items = self._check_audio(audio)
-        return self._encode(items, "audio", "document", batch_size, show_progress_bar)
+        return self._encode(
+            items, "audio", "document", batch_size, show_progress_bar, skip=on_error == "skip"
+        )
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, model_id={self.model_id!r})"
@@ -119,6 +142,8 @@ class Encoder(ABC):
         role: Role,
         batch_size: int | None,
         show_progress_bar: bool | None,
+        *,
+        skip: bool = False,
     ) -> FloatMatrix:
         if modality not in self.modalities:
             raise UnsupportedModalityError(
@@ -132,18 +157,27 @@ class Encoder(ABC):
             raise InvalidInputError(f"batch_size must be a positive integer, got {size!r}")
         # Longest first: similar lengths share a batch (less padding) and memory peaks early.
         order = sorted(range(len(items)), key=lambda i: -self._length(items[i], modality))
-        out = np.empty((len(items), dim), dtype=np.float32)
+        out = np.zeros((len(items), dim), dtype=np.float32)
         starts = range(0, len(items), size)
         show = self.show_progress_bar if show_progress_bar is None else show_progress_bar
-        bar = tqdm(
-            starts,
-            desc=f"{self.name} {modality}",
-            unit="batch",
-            disable=(len(starts) < 2) if show is None else not show,
-        )
+        # Default: a bar for more than one batch, on a terminal only (tqdm's disable=None).
+        disable = (True if len(starts) < 2 else None) if show is None else not show
+        bar = tqdm(starts, desc=f"{self.name} {modality}", unit="batch", disable=disable)
+        skipped: list[tuple[int, Any, InvalidInputError | MissingFileError]] = []
         for start in bar:
-            index = order[start : start + size]
-            raw = self._encode_batch([items[i] for i in index], modality, role)
+            index, batch_items = [], []
+            for i in order[start : start + size]:
+                try:
+                    batch_items.append(self._prepare_checked(items[i], modality))
+                except (InvalidInputError, MissingFileError) as exc:  # this input's fault alone
+                    if not skip:
+                        raise type(exc)(f"{_describe(items[i], modality, i)}: {exc}") from exc
+                    skipped.append((i, items[i], exc))
+                    continue
+                index.append(i)
+            if not index:
+                continue
+            raw = self._encode_batch(batch_items, modality, role)
             try:
                 batch = as_matrix(raw, dim=dim, what=f"{self.name} {modality} embeddings")
             except NonFiniteVectorError:
@@ -156,7 +190,15 @@ class Encoder(ABC):
                     f"for {len(index)} inputs"
                 )
             out[index] = batch
+        if skipped:
+            skipped.sort(key=lambda failure: failure[0])  # input order, not batch order
+            warnings.warn(SkippedInputWarning(self.name, modality, skipped), stacklevel=3)
         return l2_normalize(out)
+
+    def _prepare_checked(self, item: Any, modality: Modality) -> Any:
+        if modality == "audio" and isinstance(item, str) and not Path(item).is_file():
+            raise MissingFileError(f"no such file: {item}")
+        return self._prepare(item, modality)
 
     @staticmethod
     def _length(item: Any, modality: Modality) -> int:
@@ -164,7 +206,10 @@ class Encoder(ABC):
             return len(item)
         if isinstance(item, Waveform):
             return int(item.samples.shape[-1])
-        return Path(item).stat().st_size  # a file's size stands in for its duration
+        try:
+            return Path(item).stat().st_size  # a file's size stands in for its duration
+        except OSError:
+            return 0  # missing: reported when its batch is prepared
 
     @staticmethod
     def _check_texts(texts: Sequence[str]) -> list[str]:
@@ -187,10 +232,7 @@ class Encoder(ABC):
         for i, given in enumerate(audio):
             item: object = given
             if isinstance(item, (str, os.PathLike)):
-                path = os.fspath(item)
-                if not Path(path).is_file():
-                    raise MissingFileError(f"audio {i}: no such file: {path}")
-                items.append(path)
+                items.append(os.fspath(item))
                 continue
             if isinstance(item, tuple) and len(item) == 2:
                 item = Waveform(np.asarray(item[0]), item[1])
@@ -202,6 +244,14 @@ class Encoder(ABC):
                 )
             items.append(_check_waveform(item, i))
         return items
+
+
+def _describe(item: Any, modality: Modality, i: int) -> str:
+    return (
+        f"{modality} {i} ({item})"
+        if isinstance(item, str) and modality == "audio"
+        else f"{modality} {i}"
+    )
 
 
 def _check_waveform(wave: Waveform, i: int) -> Waveform:
