@@ -198,3 +198,14 @@ def test_loading_shows_no_per_tensor_progress_bar(capsys: pytest.CaptureFixture[
     load_encoder("minilm").encode_text(["quiet please"])
     assert "Loading weights" not in capsys.readouterr().err
     assert transformers.utils.logging.is_progress_bar_enabled()  # restored afterwards
+
+
+def test_one_instance_serves_concurrent_calls() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    encoder = MiniLMEncoder(device="cpu", batch_size=4)  # not loaded yet: the threads race to load
+    texts = [[f"song {i} about {word}" for i in range(6)] for word in ("rain", "fire", "home")]
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        together = list(pool.map(encoder.encode_text, texts * 2))
+    for i, chunk in enumerate(texts * 2):
+        np.testing.assert_allclose(together[i], encoder.encode_text(chunk), atol=1e-6)

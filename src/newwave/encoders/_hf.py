@@ -319,6 +319,10 @@ class TransformerTextEncoder(Encoder):
 
     ``max_length`` is capped at the model's limit (the smaller of the tokenizer's
     ``model_max_length`` and the config's ``max_position_embeddings``) when it is loaded.
+
+    Thread safety: one instance may serve concurrent ``encode_*`` calls from several threads. The
+    model is loaded once under a lock; inference runs under ``torch.inference_mode`` and changes
+    no state, and each call tokenises its own batch.
     """
 
     default_model: ClassVar[str] = ""
