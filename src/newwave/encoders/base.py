@@ -26,6 +26,9 @@ from newwave.types import AudioInput, FloatMatrix, Modality, Role, Waveform
 
 __all__ = ["Encoder"]
 
+Skipped = tuple[int, Any, Exception]
+"""A skipped input: its index, the input, and why."""
+
 
 class Encoder(ABC):
     """Embeds text and/or audio into one vector space.
@@ -163,18 +166,11 @@ class Encoder(ABC):
         # Default: a bar for more than one batch, on a terminal only (tqdm's disable=None).
         disable = (True if len(starts) < 2 else None) if show is None else not show
         bar = tqdm(starts, desc=f"{self.name} {modality}", unit="batch", disable=disable)
-        skipped: list[tuple[int, Any, InvalidInputError | MissingFileError]] = []
+        skipped: list[Skipped] | None = [] if skip else None
         for start in bar:
-            index, batch_items = [], []
-            for i in order[start : start + size]:
-                try:
-                    batch_items.append(self._prepare_checked(items[i], modality))
-                except (InvalidInputError, MissingFileError) as exc:  # this input's fault alone
-                    if not skip:
-                        raise type(exc)(f"{_describe(items[i], modality, i)}: {exc}") from exc
-                    skipped.append((i, items[i], exc))
-                    continue
-                index.append(i)
+            index, batch_items = self._prepare_batch(
+                items, order[start : start + size], modality, skipped
+            )
             if not index:
                 continue
             raw = self._encode_batch(batch_items, modality, role)
@@ -190,15 +186,46 @@ class Encoder(ABC):
                     f"for {len(index)} inputs"
                 )
             out[index] = batch
-        if skipped:
-            skipped.sort(key=lambda failure: failure[0])  # input order, not batch order
-            warnings.warn(SkippedInputWarning(self.name, modality, skipped), stacklevel=3)
+        self._warn_skipped(modality, skipped, stacklevel=4)
         return l2_normalize(out)
 
-    def _prepare_checked(self, item: Any, modality: Modality) -> Any:
-        if modality == "audio" and isinstance(item, str) and not Path(item).is_file():
-            raise MissingFileError(f"no such file: {item}")
-        return self._prepare(item, modality)
+    def _prepare_batch(
+        self,
+        items: list[Any],
+        indices: Sequence[int],
+        modality: Modality,
+        skipped: list[Skipped] | None,
+    ) -> tuple[list[int], list[Any]]:
+        """:meth:`_prepare` ``items[i]`` for each of ``indices``: the indices kept and the results.
+
+        An input's own error (invalid, undecodable, missing) is raised naming the input, or, when
+        ``skipped`` is a list, recorded there and the input left out.
+        """
+        kept: list[int] = []
+        prepared: list[Any] = []
+        for i in indices:
+            item = items[i]
+            try:
+                if modality == "audio" and isinstance(item, str) and not Path(item).is_file():
+                    raise MissingFileError(f"no such file: {item}")
+                prepared.append(self._prepare(item, modality))
+            except (InvalidInputError, MissingFileError) as exc:
+                if skipped is None:
+                    raise type(exc)(f"{_describe(item, modality, i)}: {exc}") from exc
+                skipped.append((i, item, exc))
+                continue
+            kept.append(i)
+        return kept, prepared
+
+    def _warn_skipped(
+        self, modality: Modality, skipped: list[Skipped] | None, *, stacklevel: int
+    ) -> None:
+        """One :class:`SkippedInputWarning` for all skipped inputs, in input order."""
+        if skipped:
+            skipped.sort(key=lambda failure: failure[0])
+            warnings.warn(
+                SkippedInputWarning(self.name, modality, skipped), stacklevel=stacklevel + 1
+            )
 
     @staticmethod
     def _length(item: Any, modality: Modality) -> int:

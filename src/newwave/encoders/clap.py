@@ -1,17 +1,492 @@
-"""The built-in ``clap`` plugin: the CLAP audio-text encoder.
-
-The name is reserved and listed; building it raises
-:class:`~newwave.errors.ComponentUnavailableError` until its implementation lands.
-"""
+"""The built-in ``clap`` plugin: LAION CLAP audio and text embeddings in one space."""
 
 from __future__ import annotations
 
-from newwave.hookspecs import Register, hookimpl
-from newwave.plugins import unavailable
+import itertools
+import os
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any, ClassVar, Literal
 
-_REASON = "the CLAP audio-text encoder is not implemented in this version"
+import numpy as np
+
+from newwave.audio import (
+    Windowing,
+    cut_windows,
+    load_windows,
+    repeat_pad,
+    resample,
+    to_mono,
+)
+from newwave.device import resolve_device
+from newwave.encoders._hf import DTYPES, import_backend, load_pretrained, quiet_weight_loading
+from newwave.encoders.base import Encoder, Skipped
+from newwave.errors import (
+    AudioDecodeError,
+    InvalidInputError,
+    PluginError,
+)
+from newwave.hookspecs import Register, hookimpl
+from newwave.types import AudioInput, FloatMatrix, Modality, Role, Waveform
+
+__all__ = ["DEFAULT_MODEL", "ClapEncoder", "register_encoders"]
+
+DEFAULT_MODEL = "laion/clap-htsat-unfused"
+
+# Largest gap (dB) allowed between newwave's vectorised log-mel and the feature extractor's on a
+# probe signal before newwave falls back to the (slower) feature extractor.
+_FAST_FEATURES_ATOL = 1e-3
+
+
+@dataclass
+class _Clap:
+    torch: ModuleType
+    model: Any
+    tokenizer: Any
+    extractor: Any
+    sample_rate: int  # the feature extractor's sampling rate
+    input_samples: int  # the audio tower's input length: max_length_s * sample_rate
+    max_text_length: int
+    log_mel: _LogMel | None  # None: use the feature extractor itself
+    source: str
+
+
+class ClapEncoder(Encoder):
+    """CLAP (LAION) embeddings of audio and text in one space, for text-to-music search.
+
+    Loads ``transformers.ClapModel`` with its feature extractor and tokenizer from ``model``: a
+    hub id (default ``laion/clap-htsat-unfused``; any CLAP checkpoint, e.g.
+    ``laion/larger_clap_music``) or a local directory (see :mod:`newwave.encoders._hf` for where
+    weights are looked for). The model is loaded on first use; loading is serialised by a lock.
+
+    **Audio.** Files are decoded with :func:`newwave.audio.load_windows` (WAV, FLAC, OGG, MP3 and
+    whatever else libsndfile, or librosa with ffmpeg, reads); arrays and :class:`Waveform`
+    objects are averaged to mono and resampled to the feature extractor's rate (48 kHz). Each
+    track is cut into windows by :class:`newwave.audio.Windowing` (options ``window_seconds``,
+    default 10 s, the model's input length; ``hop_seconds``, default non-overlapping;
+    ``max_windows``; ``pooling``): consecutive windows from the start, the last one aligned to the
+    end of the track (a 35 s track gives windows at 0, 10, 20 and 25 s); with ``max_windows=m``,
+    ``m`` windows evenly spaced over the whole track, and only those are decoded from a file. A
+    track shorter than a window is repeat-padded to one window (LAION-CLAP's ``"repeatpad"``:
+    repeated whole, the rest zeros), never padded further. A window shorter than the model's
+    input (``window_seconds`` below 10) is repeat-padded to it; a longer one is an error.
+
+    Every window is embedded on its own (``ClapModel.get_audio_features``: the projected, pooled
+    embedding), L2-normalised; a track's vector is the element-wise ``"mean"`` (default) or
+    ``"max"`` of its window vectors, L2-normalised. A track of one window gets exactly the vector
+    of ``ClapProcessor`` + ``get_audio_features``. :meth:`encode_audio_windows` returns the window
+    vectors themselves. The result is deterministic and independent of the other inputs of the
+    call (up to float rounding, about 1e-6): windows are always exactly the model's input
+    length, so the feature extractor's random crop (``truncation="rand_trunc"``) and random
+    fusion choice never happen; fusion checkpoints see every window as an unfused clip
+    (``is_longer=False``). Log-mel features are computed by a vectorised copy of the feature
+    extractor's, checked against it on a probe signal when the model loads (the feature
+    extractor itself is used if they differ). Windows of a file decoded one by one (with
+    ``max_windows``) may differ from a decode of the whole file in their first milliseconds for
+    MP3 (the decoder settles after a seek).
+
+    Silence is embedded as is: a silent track gets the model's vector for silence (finite, unit
+    length), not an error and not zeros.
+
+    **Text.** Tokenised with the model's tokenizer and truncated to ``max_text_length`` tokens,
+    special tokens included (default, and upper bound: the tokenizer's ``model_max_length``,
+    capped at the text model's position limit, 512 for the LAION checkpoints); the excess is
+    ignored. Queries and documents are embedded alike (``role`` makes no difference).
+
+    **Threads.** One instance may be used from several threads at once (tested on CPU: three
+    threads encoding audio and text concurrently get the vectors of sequential calls): inference
+    runs in ``torch.inference_mode`` on a model in eval mode, which changes no state, and
+    tokenisation is serialised (fast tokenizers reconfigure themselves per call). Concurrent
+    calls share PyTorch's CPU threads, so they are not faster than one call.
+
+    Other options: ``device`` (see :func:`newwave.device.resolve_device`), ``batch_size`` (texts
+    or tracks per batch, and windows per forward pass; default 16), ``show_progress_bar``,
+    ``dtype`` (``"float32"``; ``"float16"`` on GPU only, or ``"bfloat16"``).
+    """
+
+    name = "clap"
+    modalities = frozenset({"text", "audio"})
+    default_batch_size: ClassVar[int] = 16
+    known_dims: ClassVar[Mapping[str, int]] = {
+        DEFAULT_MODEL: 512,
+        "laion/clap-htsat-fused": 512,
+    }
+
+    def __init__(
+        self,
+        *,
+        model: str | os.PathLike[str] = DEFAULT_MODEL,
+        device: str | None = None,
+        batch_size: int | None = None,
+        show_progress_bar: bool | None = None,
+        dtype: str = "float32",
+        window_seconds: float = 10.0,
+        hop_seconds: float | None = None,
+        max_windows: int | None = None,
+        pooling: Literal["mean", "max"] = "mean",
+        max_text_length: int | None = None,
+    ) -> None:
+        super().__init__(batch_size=batch_size, show_progress_bar=show_progress_bar)
+        if not isinstance(model, (str, os.PathLike)) or not os.fspath(model).strip():
+            raise InvalidInputError(f"model must be a hub id or a directory, got {model!r}")
+        self.model = os.fspath(model)
+        self.windowing = Windowing(
+            window_seconds=window_seconds,
+            hop_seconds=hop_seconds,
+            max_windows=max_windows,
+            pooling=pooling,
+        )
+        if max_text_length is not None and (
+            isinstance(max_text_length, bool)
+            or not isinstance(max_text_length, int)
+            or max_text_length < 3
+        ):
+            raise InvalidInputError(
+                f"max_text_length must be an integer >= 3 or None, got {max_text_length!r}"
+            )
+        self.max_text_length = max_text_length
+        if dtype not in DTYPES:
+            raise InvalidInputError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+        self.device = resolve_device(device)
+        if dtype == "float16" and self.device == "cpu":
+            raise InvalidInputError(
+                "dtype='float16' needs a GPU (half precision is slow and inaccurate on CPU); "
+                "use dtype='float32' or 'bfloat16' on CPU"
+            )
+        self.dtype = dtype
+        self._state: _Clap | None = None
+        self._lock = threading.Lock()
+        self._tokenizer_lock = threading.Lock()
+
+    # -- Encoder interface --------------------------------------------------------------------
+
+    @property
+    def dim(self) -> int:
+        """The projection width (512 for the LAION checkpoints; known without loading them)."""
+        if self._state is None and self.model in self.known_dims:
+            return self.known_dims[self.model]
+        return int(self._load().model.config.projection_dim)
+
+    @property
+    def model_id(self) -> str:
+        """The model reference as given: a hub id or a directory."""
+        return self.model
+
+    @property
+    def weights_source(self) -> str:
+        """Where the weights were loaded from (a directory or the hub id); loads the model."""
+        return self._load().source
+
+    def get_config(self) -> dict[str, Any]:
+        """Options that rebuild this encoder (not ``device`` nor the progress bar: run-time)."""
+        return {
+            "model": self.model,
+            "batch_size": self.batch_size,
+            "dtype": self.dtype,
+            "window_seconds": self.windowing.window_seconds,
+            "hop_seconds": self.windowing.hop_seconds,
+            "max_windows": self.windowing.max_windows,
+            "pooling": self.windowing.pooling,
+            "max_text_length": self.max_text_length,
+        }
+
+    def encode_text(
+        self,
+        texts: Sequence[str],
+        *,
+        role: Role = "document",
+        batch_size: int | None = None,
+        show_progress_bar: bool | None = None,
+    ) -> FloatMatrix:
+        """Embed ``texts``; ``role`` makes no difference for CLAP."""
+        self._load()  # before the base's per-input error handling: loading errors are not inputs'
+        return super().encode_text(
+            texts, role=role, batch_size=batch_size, show_progress_bar=show_progress_bar
+        )
+
+    def encode_audio(
+        self,
+        audio: Sequence[AudioInput],
+        *,
+        batch_size: int | None = None,
+        show_progress_bar: bool | None = None,
+        on_error: Literal["raise", "skip"] = "raise",
+    ) -> FloatMatrix:
+        """Embed audio tracks, one pooled vector each (see the class docstring)."""
+        self._load()
+        return super().encode_audio(
+            audio, batch_size=batch_size, show_progress_bar=show_progress_bar, on_error=on_error
+        )
+
+    def encode_audio_windows(
+        self,
+        audio: Sequence[AudioInput],
+        *,
+        batch_size: int | None = None,
+        on_error: Literal["raise", "skip"] = "raise",
+    ) -> list[FloatMatrix]:
+        """Every window's L2-normalised vector, per input: a list of ``(windows, dim)`` arrays.
+
+        The windows are those :meth:`encode_audio` pools, in time order, and pooling these rows
+        (mean or max, then L2-normalising) gives :meth:`encode_audio`'s vector. Inputs and errors
+        as for :meth:`encode_audio`; a skipped input gets a ``(0, dim)`` array.
+        """
+        if on_error not in ("raise", "skip"):
+            raise InvalidInputError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+        size = self.batch_size if batch_size is None else batch_size
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise InvalidInputError(f"batch_size must be a positive integer, got {size!r}")
+        items = self._check_audio(audio)
+        self._load()
+        dim = self.dim
+        out = [np.zeros((0, dim), dtype=np.float32) for _ in items]
+        skipped: list[Skipped] | None = [] if on_error == "skip" else None
+        for start in range(0, len(items), size):
+            indices = range(start, min(start + size, len(items)))
+            index, prepared = self._prepare_batch(items, indices, "audio", skipped)
+            for i, vectors in zip(index, self._window_vectors(prepared), strict=True):
+                out[i] = vectors
+        self._warn_skipped("audio", skipped, stacklevel=2)
+        return out
+
+    def _prepare(self, item: Any, modality: Modality) -> Any:
+        """Audio: decode a file's windows, or cut a waveform's; an array (windows, samples)."""
+        if modality != "audio":
+            return item
+        state = self._load()
+        rate = state.sample_rate
+        if isinstance(item, Waveform):
+            samples = resample(to_mono(item.samples), item.sample_rate, rate)
+            if samples.size == 0:
+                raise AudioDecodeError("the waveform is too short to resample")
+            return cut_windows(samples, self.windowing, rate)
+        return load_windows(item, self.windowing, sample_rate=rate)
+
+    def _encode_batch(self, batch: list[Any], modality: Modality, role: Role) -> FloatMatrix:
+        if modality == "text":
+            return self._embed_texts(batch)
+        pool = np.max if self.windowing.pooling == "max" else np.mean
+        rows = [pool(vectors, axis=0) for vectors in self._window_vectors(batch)]
+        return np.ascontiguousarray(np.stack(rows), dtype=np.float32)
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _embed_texts(self, texts: list[str]) -> FloatMatrix:
+        state = self._load()
+        torch = state.torch
+        with self._tokenizer_lock:
+            encoded = state.tokenizer(
+                texts,
+                padding=True,
+                truncation=True,
+                max_length=state.max_text_length,
+                return_tensors="pt",
+            )
+        inputs = {k: encoded[k].to(self.device) for k in ("input_ids", "attention_mask")}
+        with torch.inference_mode():
+            output = state.model.get_text_features(**inputs)
+            return _unit_rows(torch, _embedding(torch, output, "get_text_features"))
+
+    def _window_vectors(self, tracks: list[Any]) -> list[FloatMatrix]:
+        """Each track's windows (arrays from :meth:`_prepare`) -> their unit vectors."""
+        state = self._load()
+        rows = [(t, w) for t, windows in enumerate(tracks) for w in range(len(windows))]
+        chunks = []
+        for start in range(0, len(rows), self.batch_size):
+            part = rows[start : start + self.batch_size]
+            chunks.append(self._embed_windows(state, [tracks[t][w] for t, w in part]))
+        flat = np.concatenate(chunks) if chunks else np.zeros((0, self.dim), np.float32)
+        bounds = np.cumsum([0, *(len(windows) for windows in tracks)])
+        return [np.ascontiguousarray(flat[a:b]) for a, b in itertools.pairwise(bounds)]
+
+    def _embed_windows(self, state: _Clap, windows: list[np.ndarray]) -> FloatMatrix:
+        torch = state.torch
+        length = state.input_samples
+        windows = [w if w.shape[0] == length else repeat_pad(w, length) for w in windows]
+        if state.log_mel is not None:
+            features = state.log_mel(windows)
+        else:
+            features = _extractor_features(state.extractor, windows, state.sample_rate)
+        dtype = getattr(torch, self.dtype)
+        with torch.inference_mode():
+            output = state.model.get_audio_features(
+                input_features=torch.from_numpy(features).to(device=self.device, dtype=dtype),
+                is_longer=torch.zeros((len(windows), 1), dtype=torch.bool, device=self.device),
+            )
+            return _unit_rows(torch, _embedding(torch, output, "get_audio_features"))
+
+    def _load(self) -> _Clap:
+        state = self._state
+        if state is not None:
+            return state
+        with self._lock:
+            if self._state is None:
+                self._state = self._build()
+            return self._state
+
+    def _build(self) -> _Clap:
+        torch, transformers = import_backend()
+
+        def load(source: str, local_files_only: bool) -> tuple[Any, Any, Any]:
+            config = transformers.AutoConfig.from_pretrained(
+                source, local_files_only=local_files_only
+            )
+            if getattr(config, "model_type", None) != "clap":
+                raise InvalidInputError(
+                    f"model {self.model!r} is a {getattr(config, 'model_type', '?')!r} model, "
+                    "not a CLAP model (model_type 'clap')"
+                )
+            with quiet_weight_loading(transformers):
+                model = transformers.ClapModel.from_pretrained(
+                    source, local_files_only=local_files_only
+                )
+            extractor = transformers.AutoFeatureExtractor.from_pretrained(
+                source, local_files_only=local_files_only
+            )
+            tokenizer = transformers.AutoTokenizer.from_pretrained(
+                source, local_files_only=local_files_only
+            )
+            return model, extractor, tokenizer
+
+        loaded = load_pretrained(self.model, load)
+        model, extractor, tokenizer = loaded.value
+        model = model.to(device=self.device, dtype=getattr(torch, self.dtype)).eval()
+        rate = int(extractor.sampling_rate)
+        input_samples = int(getattr(extractor, "nb_max_samples", 0)) or 10 * rate
+        window = self.windowing.window_samples(rate)
+        if window > input_samples:
+            raise InvalidInputError(
+                f"window_seconds={self.windowing.window_seconds} is longer than the input of "
+                f"model {self.model!r} ({input_samples / rate:g} s); use at most that"
+            )
+        tokenizer.padding_side = "right"
+        return _Clap(
+            torch=torch,
+            model=model,
+            tokenizer=tokenizer,
+            extractor=extractor,
+            sample_rate=rate,
+            input_samples=input_samples,
+            max_text_length=self._text_limit(tokenizer, model.config.text_config),
+            log_mel=_LogMel.checked(extractor, input_samples, torch),
+            source=loaded.source,
+        )
+
+    def _text_limit(self, tokenizer: Any, text_config: Any) -> int:
+        limits = [] if self.max_text_length is None else [self.max_text_length]
+        declared = int(getattr(tokenizer, "model_max_length", 0) or 0)
+        if 0 < declared < 1_000_000:
+            limits.append(declared)
+        positions = getattr(text_config, "max_position_embeddings", None)
+        if isinstance(positions, int) and positions > 0:
+            # RoBERTa-style position ids start after the padding index.
+            pad = getattr(text_config, "pad_token_id", None)
+            limits.append(positions - (pad + 1 if isinstance(pad, int) else 0))
+        return max(3, min(limits)) if limits else 512
+
+
+class _LogMel:
+    """``ClapFeatureExtractor``'s log-mel features for full-length windows, vectorised.
+
+    The same arithmetic as the extractor's per-frame loop (reflect-padded Hann STFT in float64,
+    complex64 spectrum, power, mel filters, dB), on all frames of a window at once: the same
+    numbers up to float64 rounding, about twice as fast. Used only when it matches the extractor
+    on a probe signal (:meth:`checked`).
+    """
+
+    def __init__(self, extractor: Any, torch: ModuleType) -> None:
+        from transformers.audio_utils import window_function
+
+        self.torch = torch
+        self.n_fft = int(extractor.fft_window_size)
+        self.hop = int(extractor.hop_length)
+        self.fusion = extractor.truncation == "fusion"
+        filters = extractor.mel_filters if self.fusion else extractor.mel_filters_slaney
+        self.filters_t = torch.from_numpy(np.asarray(filters, dtype=np.float64).T.copy())
+        self.window = np.asarray(window_function(self.n_fft, "hann"), dtype=np.float64)
+
+    @classmethod
+    def checked(cls, extractor: Any, input_samples: int, torch: ModuleType) -> _LogMel | None:
+        """An instance if it reproduces ``extractor`` on a probe signal, else ``None``."""
+        try:
+            log_mel = cls(extractor, torch)
+        except Exception:  # an extractor of another kind, or another transformers version
+            return None
+        rng = np.random.default_rng(0)
+        t = np.arange(input_samples) / float(extractor.sampling_rate)
+        probe = (0.3 * np.sin(2 * np.pi * (200 + 400 * t) * t)).astype(np.float32)
+        probe[: input_samples // 2] += (0.05 * rng.standard_normal(input_samples // 2)).astype(
+            np.float32
+        )
+        probe[-input_samples // 10 :] = 0.0  # a silent tail: the floor of the dB scale
+        try:
+            expected = _extractor_features(extractor, [probe], int(extractor.sampling_rate))
+            got = log_mel([probe])
+        except Exception:
+            return None
+        if got.shape != expected.shape or not np.allclose(
+            got, expected, rtol=0, atol=_FAST_FEATURES_ATOL
+        ):
+            return None
+        return log_mel
+
+    def __call__(self, windows: Sequence[np.ndarray]) -> np.ndarray:
+        """Features of shape (windows, 1 or 4 channels, frames, mel bins), float32."""
+        out = []
+        for samples in windows:
+            x = np.pad(np.asarray(samples, dtype=np.float64), self.n_fft // 2, mode="reflect")
+            frames = np.lib.stride_tricks.sliding_window_view(x, self.n_fft)[:: self.hop]
+            spectrum = np.fft.rfft(frames * self.window, axis=-1).astype(np.complex64)
+            power = np.abs(spectrum, dtype=np.float64) ** 2.0
+            # The matrix product in torch: NumPy's OpenBLAS threads would keep spinning after it
+            # and slow down the model that runs next (PyTorch has its own threads).
+            product = (self.filters_t @ self.torch.from_numpy(power.T)).numpy()
+            mel = np.maximum(1e-10, product)
+            db = (10.0 * np.log10(np.clip(mel, 1e-10, None))).astype(np.float32).T
+            out.append(np.stack([db] * 4) if self.fusion else db[None])
+        return np.ascontiguousarray(np.stack(out))
+
+
+def _extractor_features(extractor: Any, windows: Sequence[np.ndarray], rate: int) -> np.ndarray:
+    """The feature extractor's features of full-length windows (no crop, no padding happens).
+
+    For fusion checkpoints the extractor draws a random number (which clip to mark "longer";
+    newwave marks none): NumPy's global generator is restored so the caller's is left alone.
+    """
+    state = np.random.get_state()
+    try:
+        features = extractor(
+            [np.asarray(w, dtype=np.float32) for w in windows],
+            sampling_rate=rate,
+            padding="repeatpad",
+            return_tensors="np",
+        )["input_features"]
+    finally:
+        np.random.set_state(state)
+    return np.ascontiguousarray(features, dtype=np.float32)
+
+
+def _embedding(torch: ModuleType, output: Any, what: str) -> Any:
+    """The embedding tensor of ``get_*_features``: a tensor (transformers 4) or an output object
+    whose ``pooler_output`` holds it (transformers 5)."""
+    if isinstance(output, torch.Tensor):
+        return output
+    pooled = getattr(output, "pooler_output", None)
+    if pooled is None and isinstance(output, (tuple, list)) and len(output) > 1:
+        pooled = output[1]
+    if not isinstance(pooled, torch.Tensor):
+        raise PluginError(f"ClapModel.{what} returned a {type(output).__name__} without embeddings")
+    return pooled
+
+
+def _unit_rows(torch: ModuleType, embeddings: Any) -> FloatMatrix:
+    unit = torch.nn.functional.normalize(embeddings.float(), p=2, dim=-1)
+    return np.ascontiguousarray(unit.cpu().numpy(), dtype=np.float32)
 
 
 @hookimpl
 def register_encoders(register: Register) -> None:
-    register(unavailable("encoder", "clap", _REASON))
+    """Register ``clap``."""
+    register(ClapEncoder)
