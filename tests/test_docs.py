@@ -54,6 +54,14 @@ def test_examples_run_and_print_what_they_say(
             assert out.getvalue() == expected, f"{page.name}, example {number}"
 
 
+def test_illustrative_examples_compile() -> None:
+    """```py blocks need real model weights, so they are not run; they must at least parse."""
+    for page in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        for match in BLOCK.finditer(page.read_text(encoding="utf-8")):
+            if match.group(1) == "py":
+                compile(match.group(2), str(page), "exec")
+
+
 def test_readme_has_exactly_two_setup_commands_and_ci_runs_the_test_one() -> None:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     section = readme.split("## Quick start", 1)[1].split("\n## ", 1)[0]
