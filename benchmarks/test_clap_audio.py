@@ -169,7 +169,7 @@ def _timed(label: str, function: Callable[[], Any]) -> Callable[[], Any]:
 def test_model_only_baseline(benchmark: Any, speed_setup: dict[str, Any]) -> None:
     encoder, features = speed_setup["encoder"], speed_setup["features"]
     run = _timed("model", lambda: _model_only(encoder, features))
-    vectors = benchmark.pedantic(run, rounds=3, warmup_rounds=1)
+    vectors = benchmark.pedantic(run, rounds=7, warmup_rounds=1)
     assert vectors.shape == (7, 512)
 
 
@@ -177,7 +177,7 @@ def test_model_only_baseline(benchmark: Any, speed_setup: dict[str, Any]) -> Non
 def test_newwave_encode_audio_files(benchmark: Any, speed_setup: dict[str, Any]) -> None:
     encoder, files = speed_setup["encoder"], speed_setup["files"]
     run = _timed("newwave", lambda: encoder.encode_audio(files))
-    vectors = benchmark.pedantic(run, rounds=3, warmup_rounds=1)
+    vectors = benchmark.pedantic(run, rounds=7, warmup_rounds=1)
     assert vectors.shape == (3, 512)
     if not TIMES["model"]:  # run alone: measure the baseline here
         _timed("model", lambda: _model_only(encoder, speed_setup["features"]))()
