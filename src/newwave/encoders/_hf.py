@@ -23,12 +23,13 @@ import os
 import re
 import sys
 import threading
+from abc import abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any, ClassVar, Generic, Literal, TypeVar
+from typing import Any, ClassVar, Generic, Literal, Protocol, TypeVar
 
 import numpy as np
 
@@ -41,6 +42,7 @@ __all__ = [
     "DTYPES",
     "Fallback",
     "Loaded",
+    "PretrainedEncoder",
     "TransformerTextEncoder",
     "hf_offline",
     "import_backend",
@@ -297,38 +299,26 @@ def _first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
 
 
-# -- transformer text encoders ------------------------------------------------------------------
+# -- encoders over pretrained weights ---------------------------------------------------------
 
 
-@dataclass
-class _Model:
-    torch: ModuleType
-    tokenizer: Any
-    model: Any
-    max_length: int
+class _HasSource(Protocol):
     source: str
 
 
-class TransformerTextEncoder(Encoder):
-    """A text encoder over a Hugging Face ``AutoModel``: tokenise, run, pool, L2-normalise.
+S = TypeVar("S", bound=_HasSource)
 
-    Subclasses set ``name``, ``default_model``, ``pooling`` (``"mean"`` over the attention mask or
-    the ``"cls"`` token), ``windowed`` (long text as overlapping windows, or truncated), and
-    optionally ``known_dims`` (so :attr:`dim` needs no loading) and :meth:`_fallbacks`. The model
-    is loaded on first use and held by the instance.
 
-    ``max_length`` is capped at the model's limit (the smaller of the tokenizer's
-    ``model_max_length`` and the config's ``max_position_embeddings``) when it is loaded.
+class PretrainedEncoder(Encoder, Generic[S]):
+    """An encoder over pretrained weights, loaded on first use and held by the instance.
 
-    Thread safety: one instance may serve concurrent ``encode_*`` calls from several threads. The
-    model is loaded once under a lock; inference runs under ``torch.inference_mode`` and changes
-    no state, and each call tokenises its own batch.
+    Validates the ``model`` reference, ``device`` and ``dtype`` options; loads the model once,
+    under a lock, through :meth:`_build`, which returns the loaded state (with its ``source``).
+    Subclasses set ``default_model`` and optionally ``known_dims`` (so :attr:`dim` needs no
+    loading), and implement :meth:`_build` and :meth:`_loaded_dim`.
     """
 
     default_model: ClassVar[str] = ""
-    default_max_length: ClassVar[int] = 512
-    pooling: ClassVar[Literal["mean", "cls"]] = "mean"
-    windowed: ClassVar[bool] = False
     known_dims: ClassVar[Mapping[str, int]] = {}
 
     def __init__(
@@ -338,8 +328,6 @@ class TransformerTextEncoder(Encoder):
         device: str | None = None,
         batch_size: int | None = None,
         show_progress_bar: bool | None = None,
-        max_length: int | None = None,
-        stride: int = 0,
         dtype: str = "float32",
     ) -> None:
         super().__init__(batch_size=batch_size, show_progress_bar=show_progress_bar)
@@ -347,21 +335,8 @@ class TransformerTextEncoder(Encoder):
         if not isinstance(model, (str, os.PathLike)) or not os.fspath(model).strip():
             raise InvalidInputError(f"model must be a hub id or a directory, got {model!r}")
         self.model = os.fspath(model)
-        max_length = self.default_max_length if max_length is None else max_length
-        if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 4:
-            raise InvalidInputError(f"max_length must be an integer >= 4, got {max_length!r}")
-        self.max_length = max_length
-        if isinstance(stride, bool) or not isinstance(stride, int) or stride < 0:
-            raise InvalidInputError(f"stride must be a non-negative integer, got {stride!r}")
-        if stride >= max_length // 2:
-            raise InvalidInputError(
-                f"stride (the overlap of consecutive windows, {stride}) must be less than half of "
-                f"max_length ({max_length})"
-            )
-        self.stride = stride
         if dtype not in DTYPES:
             raise InvalidInputError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
-        self._device_option = device
         self.device = resolve_device(device)
         if dtype == "float16" and self.device == "cpu":
             raise InvalidInputError(
@@ -369,17 +344,15 @@ class TransformerTextEncoder(Encoder):
                 "use dtype='float32' or 'bfloat16' on CPU"
             )
         self.dtype = dtype
-        self._state: _Model | None = None
+        self._state: S | None = None
         self._lock = threading.Lock()
-
-    # -- Encoder interface --------------------------------------------------------------------
 
     @property
     def dim(self) -> int:
-        """The model's hidden size (known without loading for the default model)."""
+        """The embedding width (known without loading for the models in ``known_dims``)."""
         if self._state is None and self.model in self.known_dims:
             return self.known_dims[self.model]
-        return int(self._load().model.config.hidden_size)
+        return self._loaded_dim(self._load())
 
     @property
     def model_id(self) -> str:
@@ -393,12 +366,95 @@ class TransformerTextEncoder(Encoder):
 
     def get_config(self) -> dict[str, Any]:
         """Options that rebuild this encoder (not ``device`` nor the progress bar: run-time)."""
-        config: dict[str, Any] = {
-            "model": self.model,
-            "max_length": self.max_length,
-            "dtype": self.dtype,
-            "batch_size": self.batch_size,
-        }
+        return {"model": self.model, "dtype": self.dtype, "batch_size": self.batch_size}
+
+    @abstractmethod
+    def _build(self) -> S:
+        """Load the model (e.g. through :func:`load_pretrained`)."""
+
+    @abstractmethod
+    def _loaded_dim(self, state: S) -> int:
+        """The embedding width of the loaded model."""
+
+    def _load(self) -> S:
+        state = self._state
+        if state is not None:
+            return state
+        with self._lock:
+            if self._state is None:
+                self._state = self._build()
+            return self._state
+
+
+# -- transformer text encoders ------------------------------------------------------------------
+
+
+@dataclass
+class _Model:
+    torch: ModuleType
+    tokenizer: Any
+    model: Any
+    max_length: int
+    source: str
+
+
+class TransformerTextEncoder(PretrainedEncoder[_Model]):
+    """A text encoder over a Hugging Face ``AutoModel``: tokenise, run, pool, L2-normalise.
+
+    Subclasses set ``name``, ``default_model``, ``pooling`` (``"mean"`` over the attention mask or
+    the ``"cls"`` token), ``windowed`` (long text as overlapping windows, or truncated), and
+    optionally ``known_dims`` (so :attr:`dim` needs no loading) and :meth:`_fallbacks`.
+
+    ``max_length`` is capped at the model's limit (the smaller of the tokenizer's
+    ``model_max_length`` and the config's ``max_position_embeddings``) when it is loaded.
+
+    Thread safety: one instance may serve concurrent ``encode_*`` calls from several threads. The
+    model is loaded once under a lock; inference runs under ``torch.inference_mode`` and changes
+    no state, and each call tokenises its own batch.
+    """
+
+    default_max_length: ClassVar[int] = 512
+    pooling: ClassVar[Literal["mean", "cls"]] = "mean"
+    windowed: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        *,
+        model: str | os.PathLike[str] | None = None,
+        device: str | None = None,
+        batch_size: int | None = None,
+        show_progress_bar: bool | None = None,
+        max_length: int | None = None,
+        stride: int = 0,
+        dtype: str = "float32",
+    ) -> None:
+        super().__init__(
+            model=model,
+            device=device,
+            batch_size=batch_size,
+            show_progress_bar=show_progress_bar,
+            dtype=dtype,
+        )
+        max_length = self.default_max_length if max_length is None else max_length
+        if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 4:
+            raise InvalidInputError(f"max_length must be an integer >= 4, got {max_length!r}")
+        self.max_length = max_length
+        if isinstance(stride, bool) or not isinstance(stride, int) or stride < 0:
+            raise InvalidInputError(f"stride must be a non-negative integer, got {stride!r}")
+        if stride >= max_length // 2:
+            raise InvalidInputError(
+                f"stride (the overlap of consecutive windows, {stride}) must be less than half of "
+                f"max_length ({max_length})"
+            )
+        self.stride = stride
+
+    # -- Encoder interface --------------------------------------------------------------------
+
+    def _loaded_dim(self, state: _Model) -> int:
+        return int(state.model.config.hidden_size)
+
+    def get_config(self) -> dict[str, Any]:
+        config = {**super().get_config(), "max_length": self.max_length}
         if self.windowed:
             config["stride"] = self.stride
         return config
@@ -450,15 +506,6 @@ class TransformerTextEncoder(Encoder):
             mask = inputs["attention_mask"].unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
         return torch.nn.functional.normalize(pooled, p=2, dim=1).cpu()
-
-    def _load(self) -> _Model:
-        state = self._state
-        if state is not None:
-            return state
-        with self._lock:
-            if self._state is None:
-                self._state = self._build()
-            return self._state
 
     def _build(self) -> _Model:
         torch, transformers = import_backend()

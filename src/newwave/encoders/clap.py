@@ -20,9 +20,13 @@ from newwave.audio import (
     resample,
     to_mono,
 )
-from newwave.device import resolve_device
-from newwave.encoders._hf import DTYPES, import_backend, load_pretrained, quiet_weight_loading
-from newwave.encoders.base import Encoder, Skipped
+from newwave.encoders._hf import (
+    PretrainedEncoder,
+    import_backend,
+    load_pretrained,
+    quiet_weight_loading,
+)
+from newwave.encoders.base import Skipped
 from newwave.errors import (
     AudioDecodeError,
     InvalidInputError,
@@ -53,7 +57,7 @@ class _Clap:
     source: str
 
 
-class ClapEncoder(Encoder):
+class ClapEncoder(PretrainedEncoder[_Clap]):
     """CLAP (LAION) embeddings of audio and text in one space, for text-to-music search.
 
     Loads ``transformers.ClapModel`` with its feature extractor and tokenizer from ``model``: a
@@ -128,10 +132,13 @@ class ClapEncoder(Encoder):
         pooling: Literal["mean", "max"] = "mean",
         max_text_length: int | None = None,
     ) -> None:
-        super().__init__(batch_size=batch_size, show_progress_bar=show_progress_bar)
-        if not isinstance(model, (str, os.PathLike)) or not os.fspath(model).strip():
-            raise InvalidInputError(f"model must be a hub id or a directory, got {model!r}")
-        self.model = os.fspath(model)
+        super().__init__(
+            model=model,
+            device=device,
+            batch_size=batch_size,
+            show_progress_bar=show_progress_bar,
+            dtype=dtype,
+        )
         self.windowing = Windowing(
             window_seconds=window_seconds,
             hop_seconds=hop_seconds,
@@ -147,44 +154,16 @@ class ClapEncoder(Encoder):
                 f"max_text_length must be an integer >= 3 or None, got {max_text_length!r}"
             )
         self.max_text_length = max_text_length
-        if dtype not in DTYPES:
-            raise InvalidInputError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
-        self.device = resolve_device(device)
-        if dtype == "float16" and self.device == "cpu":
-            raise InvalidInputError(
-                "dtype='float16' needs a GPU (half precision is slow and inaccurate on CPU); "
-                "use dtype='float32' or 'bfloat16' on CPU"
-            )
-        self.dtype = dtype
-        self._state: _Clap | None = None
-        self._lock = threading.Lock()
         self._tokenizer_lock = threading.Lock()
 
     # -- Encoder interface --------------------------------------------------------------------
 
-    @property
-    def dim(self) -> int:
-        """The projection width (512 for the LAION checkpoints; known without loading them)."""
-        if self._state is None and self.model in self.known_dims:
-            return self.known_dims[self.model]
-        return int(self._load().model.config.projection_dim)
-
-    @property
-    def model_id(self) -> str:
-        """The model reference as given: a hub id or a directory."""
-        return self.model
-
-    @property
-    def weights_source(self) -> str:
-        """Where the weights were loaded from (a directory or the hub id); loads the model."""
-        return self._load().source
+    def _loaded_dim(self, state: _Clap) -> int:
+        return int(state.model.config.projection_dim)
 
     def get_config(self) -> dict[str, Any]:
-        """Options that rebuild this encoder (not ``device`` nor the progress bar: run-time)."""
         return {
-            "model": self.model,
-            "batch_size": self.batch_size,
-            "dtype": self.dtype,
+            **super().get_config(),
             "window_seconds": self.windowing.window_seconds,
             "hop_seconds": self.windowing.hop_seconds,
             "max_windows": self.windowing.max_windows,
@@ -316,15 +295,6 @@ class ClapEncoder(Encoder):
                 is_longer=torch.zeros((len(windows), 1), dtype=torch.bool, device=self.device),
             )
             return _unit_rows(torch, _embedding(torch, output, "get_audio_features"))
-
-    def _load(self) -> _Clap:
-        state = self._state
-        if state is not None:
-            return state
-        with self._lock:
-            if self._state is None:
-                self._state = self._build()
-            return self._state
 
     def _build(self) -> _Clap:
         torch, transformers = import_backend()
