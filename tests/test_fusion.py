@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from newwave import InvalidInputError, Ranking
-from newwave.fusion.score import RRFFuser, WeightedFuser
+from newwave.fusion.score import IntersectFuser, RRFFuser, WeightedFuser
 
 
 def ranking(pairs: list[tuple[str, float]]) -> Ranking:
@@ -169,3 +169,38 @@ def test_bad_arguments() -> None:
 def test_config_rebuilds_the_fuser() -> None:
     fuser = RRFFuser(c=10, weights={"audio": 2.0})
     assert RRFFuser(**fuser.get_config()).get_config() == fuser.get_config()
+
+
+def test_intersect_puts_tracks_found_by_every_field_first() -> None:
+    per_field = {
+        "audio": Ranking(("a", "b", "c"), (0.9, 0.8, 0.1)),
+        "lyrics": Ranking(("c", "x"), (0.7, 0.6)),
+    }
+    coverage = {"audio": {"a", "b", "c", "x"}, "lyrics": {"c", "x"}}  # a, b: instrumentals
+    fused = IntersectFuser().fuse(per_field, k=4, coverage=coverage)
+    # a and b have no lyrics, so audio alone finds them; c is in both; x lacks from audio's list.
+    assert fused.ids[:3] == ("a", "b", "c")
+    assert fused.ids[3] == "x"
+    assert all(s > 1 for s in fused.scores[:3])
+    assert fused.scores[3] <= 1
+    strict = IntersectFuser(fill=False).fuse(per_field, k=4, coverage=coverage)
+    assert strict.ids == ("a", "b", "c")
+
+
+@settings(max_examples=100, deadline=None)
+@given(field_rankings, st.integers(1, 15))
+def test_intersect_keeps_the_weighted_order_within_each_group(
+    per_field: dict[str, Ranking], k: int
+) -> None:
+    weighted = WeightedFuser().fuse(per_field, k=50).as_dict()
+    fused = IntersectFuser().fuse(per_field, k=k)
+    everywhere = [i for i in fused.ids if all(i in r.ids for r in per_field.values())]
+    assert list(fused.ids[: len(everywhere)]) == everywhere  # found-by-all first
+    for track_id, score in fused:
+        assert score - (1.0 if track_id in everywhere else 0.0) == pytest.approx(weighted[track_id])
+
+
+def test_intersect_options() -> None:
+    with pytest.raises(InvalidInputError, match="fill"):
+        IntersectFuser(fill="yes")  # type: ignore[arg-type]
+    assert IntersectFuser(fill=False).get_config() == {"fill": False}

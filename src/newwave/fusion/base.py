@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 from newwave.errors import InvalidInputError
 from newwave.types import Ranking
 
-__all__ = ["Coverage", "Fuser"]
+__all__ = ["Coverage", "Fuser", "has_field"]
 
 Coverage = Mapping[str, Container[str]]
 """For each field, the ids of the tracks that have that field (a retriever is such a container)."""
@@ -58,9 +58,8 @@ class Fuser(ABC):
         for track_id in {i for r in rankings.values() for i in r.ids}:
             total = weights = 0.0
             for field_name, scores in per_field.items():
-                has = coverage.get(field_name) if coverage is not None else None
-                if has is not None and track_id not in has:
-                    continue  # the track has no such field: neither reward nor penalty
+                if not has_field(track_id, field_name, coverage):
+                    continue  # neither reward nor penalty
                 w = self.weight(field_name)
                 total += w * scores.get(track_id, 0.0)
                 weights += w
@@ -84,3 +83,10 @@ class Fuser(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.get_config()})"
+
+
+def has_field(track_id: str, field_name: str, coverage: Coverage | None) -> bool:
+    """Whether the track has the field; without coverage for the field, every track has it."""
+    if coverage is None or field_name not in coverage:
+        return True
+    return track_id in coverage[field_name]

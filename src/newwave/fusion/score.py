@@ -1,7 +1,8 @@
-"""The built-in score-level fusers: ``weighted`` and ``rrf``.
+"""The built-in score-level fusers: ``weighted``, ``rrf`` and ``intersect``.
 
-Both take the weighted mean of per-field scores over the fields a track has (see
-:class:`~newwave.fusion.base.Fuser`); they differ in the per-field score.
+All take the weighted mean of per-field scores over the fields a track has (see
+:class:`~newwave.fusion.base.Fuser`); they differ in the per-field score, and ``intersect`` puts
+first the tracks that every field found.
 """
 
 from __future__ import annotations
@@ -10,11 +11,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from newwave.errors import InvalidInputError
-from newwave.fusion.base import Fuser
+from newwave.fusion.base import Coverage, Fuser, has_field
 from newwave.hookspecs import Register, hookimpl
 from newwave.types import Ranking
 
-__all__ = ["RRFFuser", "WeightedFuser"]
+__all__ = ["IntersectFuser", "RRFFuser", "WeightedFuser"]
 
 
 class WeightedFuser(Fuser):
@@ -55,7 +56,43 @@ class RRFFuser(Fuser):
         return {i: 1.0 / (self.c + rank) for rank, i in enumerate(ranking.ids, start=1)}
 
 
+class IntersectFuser(WeightedFuser):
+    """Tracks found by every field first, each group ranked by the ``weighted`` score.
+
+    A track is *found by every field* when it is in the ranking of each field it has (see
+    ``coverage``) and in at least one ranking. Those tracks score 1 + their weighted score, so
+    they rank above all others. With ``fill=True`` (default) the other tracks follow with their
+    weighted score in [0, 1], so ``k`` results come back whenever there are ``k`` candidates; with
+    ``fill=False`` only the tracks found by every field are returned.
+    """
+
+    name = "intersect"
+
+    def __init__(self, *, fill: bool = True, weights: Mapping[str, float] | None = None):
+        super().__init__(weights=weights)
+        if not isinstance(fill, bool):
+            raise InvalidInputError(f"fill must be True or False, got {fill!r}")
+        self.fill = fill
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "fill": self.fill}
+
+    def _fuse_scores(
+        self, rankings: Mapping[str, Ranking], coverage: Coverage | None
+    ) -> dict[str, float]:
+        fused = super()._fuse_scores(rankings, coverage)
+        found = {f: set(r.ids) for f, r in rankings.items()}
+        out: dict[str, float] = {}
+        for track_id, score in fused.items():
+            if all(track_id in found[f] for f in rankings if has_field(track_id, f, coverage)):
+                out[track_id] = 1.0 + score
+            elif self.fill:
+                out[track_id] = score
+        return out
+
+
 @hookimpl
 def register_fusers(register: Register) -> None:
     register(WeightedFuser)
+    register(IntersectFuser)
     register(RRFFuser, aliases=("reciprocal-rank",))
