@@ -18,10 +18,11 @@ from newwave.errors import (
     InvalidInputError,
     UnknownTrackError,
 )
+from newwave.filters import compile_filter
 from newwave.fusion.base import Fuser
 from newwave.index.base import Retriever
 from newwave.plugins import load_encoder, load_fuser, load_retriever
-from newwave.types import FloatMatrix, Hit, Track
+from newwave.types import FloatMatrix, Hit, Ranking, Track
 
 __all__ = ["FIELD_SOURCES", "Recommender"]
 
@@ -151,6 +152,12 @@ class Recommender:
         if not self._encoders:
             self._set_fields(_default_fields(batch))
             logger.info("newwave: indexing fields %s", self.config.fields)
+        empty = [t.id for t in batch if not any(_field_value(t, f) for f in self._encoders)]
+        if empty:
+            raise InvalidInputError(
+                f"{len(empty)} track(s) have none of the fields {', '.join(self._encoders)} and "
+                f"could never be found: {', '.join(map(repr, empty[:5]))}"
+            )
         embedded: dict[str, tuple[list[str], FloatMatrix]] = {}
         for field_name, encoder in self._encoders.items():
             with_value = [(t.id, v) for t in batch if (v := _field_value(t, field_name))]
@@ -188,22 +195,27 @@ class Recommender:
 
     # -- search -------------------------------------------------------------------------------
 
-    def search(self, query: str, *, k: int = 10, depth: int | None = None) -> list[Hit]:
+    def search(
+        self,
+        query: str,
+        *,
+        k: int = 10,
+        depth: int | None = None,
+        where: Mapping[str, Any] | None = None,
+    ) -> list[Hit]:
         """The ``k`` tracks that best match ``query``, best first.
 
         Each field's retriever returns its ``depth`` best tracks (default ``max(4 * k, 50)``)
         and the fuser combines them; ``Hit.scores`` has each field's cosine similarity for the
-        fields whose candidates included the track.
+        fields whose candidates included the track. ``where`` keeps only the tracks whose
+        metadata match (see :mod:`newwave.filters`); the search is then exact among them.
         """
         if not isinstance(query, str):
             raise InvalidInputError(f"query must be a str, got {type(query).__name__}")
         if not query.strip():
             raise EmptyQueryError("query is empty")
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise InvalidInputError(f"k must be a positive integer, got {k!r}")
-        depth = max(4 * k, 50) if depth is None else depth
-        if isinstance(depth, bool) or not isinstance(depth, int) or depth < k:
-            raise InvalidInputError(f"depth must be an integer >= k ({k}), got {depth!r}")
+        depth = _check_k_and_depth(k, depth)
+        among = self._matching(where)
         query_vectors: dict[int, FloatMatrix] = {}
         rankings = {}
         for field_name, retriever in self._retrievers.items():
@@ -212,7 +224,44 @@ class Recommender:
             encoder = self._encoders[field_name]
             if id(encoder) not in query_vectors:
                 query_vectors[id(encoder)] = encoder.encode_queries([query])
-            rankings[field_name] = retriever.search(query_vectors[id(encoder)], depth)[0]
+            vector = query_vectors[id(encoder)]
+            rankings[field_name] = retriever.search(vector, depth, among=among)[0]
+        return self._hits(rankings, k)
+
+    def similar(
+        self,
+        track_id: str,
+        *,
+        k: int = 10,
+        depth: int | None = None,
+        where: Mapping[str, Any] | None = None,
+    ) -> list[Hit]:
+        """The ``k`` tracks most like the track ``track_id`` ("more like this"), best first.
+
+        Each field the track has is searched with the track's own vector in that field, and the
+        per-field rankings are fused as in :meth:`search`; the track itself is left out.
+        """
+        self.get(track_id)
+        depth = _check_k_and_depth(k, depth)
+        among = self._matching(where)
+        rankings = {}
+        for field_name, retriever in self._retrievers.items():
+            if track_id not in retriever:
+                continue
+            found = retriever.search(retriever.vectors([track_id]), depth + 1, among=among)[0]
+            others = [(i, s) for i, s in found if i != track_id][:depth]
+            rankings[field_name] = Ranking(tuple(i for i, _ in others), tuple(s for _, s in others))
+        return self._hits(rankings, k)
+
+    def _matching(self, where: Mapping[str, Any] | None) -> set[str] | None:
+        """The ids of the tracks ``where`` keeps, or None without a filter."""
+        if where is None:
+            return None
+        keys = {key for track in self._tracks.values() for key in track.metadata}
+        keep = compile_filter(where, known_keys=keys)
+        return {track_id for track_id, track in self._tracks.items() if keep(track)}
+
+    def _hits(self, rankings: dict[str, Ranking], k: int) -> list[Hit]:
         fused = self._fuser.fuse(rankings, k=k, coverage=self._retrievers)
         per_field = {f: r.as_dict() for f, r in rankings.items()}
         return [
@@ -284,6 +333,16 @@ class Recommender:
         fields = ", ".join(f"{f}={e.name}" for f, e in self._encoders.items())
         fields = fields or "no fields yet"
         return f"Recommender({len(self)} tracks; {fields}; fuser={self._fuser.name})"
+
+
+def _check_k_and_depth(k: int, depth: int | None) -> int:
+    """``depth``, defaulting to ``max(4 * k, 50)``, after checking both."""
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise InvalidInputError(f"k must be a positive integer, got {k!r}")
+    depth = max(4 * k, 50) if depth is None else depth
+    if isinstance(depth, bool) or not isinstance(depth, int) or depth < k:
+        raise InvalidInputError(f"depth must be an integer >= k ({k}), got {depth!r}")
+    return depth
 
 
 def _check_tracks(tracks: Iterable[Track]) -> list[Track]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -13,7 +13,12 @@ import numpy.typing as npt
 
 from newwave._storage import atomic_directory, read_json, resolve_directory, write_json
 from newwave._vectors import as_matrix
-from newwave.errors import IndexCorruptError, InvalidInputError, UnknownTrackError
+from newwave.errors import (
+    ComponentUnavailableError,
+    IndexCorruptError,
+    InvalidInputError,
+    UnknownTrackError,
+)
 from newwave.types import FloatMatrix, Ranking
 
 __all__ = ["Retriever"]
@@ -123,17 +128,63 @@ class Retriever(ABC):
                 del self._ids[self._labels.pop(track_id)]
         return len(stored)
 
-    def search(self, queries: Any, k: int = 10) -> list[Ranking]:
-        """The ``k`` stored ids nearest each query row (by inner product), best first."""
+    def search(
+        self, queries: Any, k: int = 10, *, among: Collection[str] | None = None
+    ) -> list[Ranking]:
+        """The ``k`` stored ids nearest each query row (by inner product), best first.
+
+        ``among`` restricts the search to those ids (ids not stored are ignored); that search is
+        exact, over the stored vectors of those ids (see :meth:`vectors`).
+        """
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise InvalidInputError(f"k must be a positive integer, got {k!r}")
         matrix = as_matrix(queries, dim=self._dim, what="queries")
+        if among is not None:
+            labels = np.array(
+                sorted(self._labels[i] for i in set(among) if i in self._labels), dtype=np.int64
+            )
+            return self._rankings(*self._search_among(matrix, min(k, len(labels)), labels))
         if not self._labels or matrix.shape[0] == 0:
             return [Ranking() for _ in range(matrix.shape[0])]
-        scores, labels = self._search(matrix, min(k, len(self._labels)))
+        return self._rankings(*self._search(matrix, min(k, len(self._labels))))
+
+    def vectors(self, ids: Sequence[str]) -> FloatMatrix:
+        """The stored vectors of ``ids``, one row each (approximate for compressed indexes)."""
+        id_list = _check_ids(ids)
+        missing = [i for i in id_list if i not in self._labels]
+        if missing:
+            raise UnknownTrackError(f"not in the index: {', '.join(map(repr, missing[:5]))}")
+        labels = np.array([self._labels[i] for i in id_list], dtype=np.int64)
+        if not len(labels):
+            return np.zeros((0, self._dim), dtype=np.float32)
+        return as_matrix(self._reconstruct(labels), dim=self._dim, what="stored vectors")
+
+    def _reconstruct(self, labels: Labels) -> FloatMatrix:
+        """The stored vectors of ``labels``; optional for a subclass (needed by ``among=``)."""
+        raise ComponentUnavailableError(
+            f"the {self.name!r} retriever cannot return stored vectors, which filtered and "
+            "track-to-track search need"
+        )
+
+    def _search_among(
+        self, queries: FloatMatrix, k: int, labels: Labels
+    ) -> tuple[FloatMatrix, Labels]:
+        """Exact search over ``labels`` only: scores, then smaller label first on ties."""
+        if k == 0 or queries.shape[0] == 0:
+            empty = np.zeros((queries.shape[0], 0))
+            return empty.astype(np.float32), empty.astype(np.int64)
+        scores = queries @ self._reconstruct(labels).T
+        order = np.lexsort((np.broadcast_to(labels, scores.shape), -scores), axis=1)[:, :k]
+        return np.take_along_axis(scores, order, axis=1), labels[order]
+
+    def _rankings(self, scores: FloatMatrix, labels: Labels) -> list[Ranking]:
         rankings = []
         for row_scores, row_labels in zip(scores.tolist(), labels.tolist(), strict=True):
-            kept = [(self._ids[lab], s) for s, lab in zip(row_scores, row_labels, strict=True)]
+            kept = [
+                (self._ids[label], score)
+                for score, label in zip(row_scores, row_labels, strict=True)
+                if label >= 0  # FAISS pads with -1 when it finds fewer than k
+            ]
             rankings.append(Ranking(tuple(i for i, _ in kept), tuple(s for _, s in kept)))
         return rankings
 

@@ -75,6 +75,15 @@ class FaissRetriever(Retriever):
         scores, labels = self._index.search(queries, k)
         return scores, labels
 
+    def _reconstruct(self, labels: Labels) -> FloatMatrix:
+        try:
+            vectors: FloatMatrix = self._index.reconstruct_batch(labels)
+        except RuntimeError as exc:
+            raise ComponentUnavailableError(
+                f"FAISS index {self.factory!r} cannot return stored vectors: {_first_line(exc)}"
+            ) from exc
+        return vectors
+
     def _write(self, directory: Path) -> None:
         _import_faiss().write_index(self._index, str(directory / _INDEX_FILE))
 
