@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -15,8 +19,9 @@ from newwave import (
     Track,
     UnknownTrackError,
 )
+from newwave.plugins import get_plugin_manager
 
-from .conftest import KeywordEncoder
+from .conftest import KeywordEncoder, KeywordPlugin
 
 TRACKS = [
     Track(
@@ -135,16 +140,81 @@ def test_save_and_load(rec: Recommender, tmp_path: Path) -> None:
     assert [h.scores for h in after] == [h.scores for h in before]
 
 
-def test_load_detects_another_model(rec: Recommender, tmp_path: Path) -> None:
+def test_load_detects_mismatches_and_corruption(rec: Recommender, tmp_path: Path) -> None:
     rec.save(tmp_path / "lib")
     snapshot = tmp_path / "lib" / "snapshot-000001"
     config = (snapshot / "config.json").read_text()
     (snapshot / "config.json").write_text(config.replace('"dim": 64', '"dim": 32', 1))
     with pytest.raises(IndexCorruptError, match="64-d vectors, config says 32"):
         Recommender.load(tmp_path / "lib")
-    (snapshot / "tracks.jsonl").write_text("")
-    with pytest.raises(IndexCorruptError):
+
+    rec.save(tmp_path / "lib")
+    snapshot = tmp_path / "lib" / "snapshot-000002"
+    faiss_file = snapshot / "fields" / "tags" / "index.faiss"
+    faiss_file.write_bytes(faiss_file.read_bytes()[:100])  # truncated
+    with pytest.raises(IndexCorruptError, match="not a FAISS index"):
         Recommender.load(tmp_path / "lib")
+
+    rec.save(tmp_path / "lib")
+    catalog = tmp_path / "lib" / "snapshot-000003" / "catalog.sqlite"
+    catalog.write_bytes(catalog.read_bytes()[:512])  # truncated
+    with pytest.raises(IndexCorruptError, match="catalog"):
+        Recommender.load(tmp_path / "lib")
+    catalog.unlink()
+    with pytest.raises(IndexCorruptError, match=r"catalog\.sqlite is missing"):
+        Recommender.load(tmp_path / "lib")
+
+
+def test_unchanged_tracks_are_not_encoded_again(rec: Recommender, tmp_path: Path) -> None:
+    encoder = rec.fields["description"]
+    assert isinstance(encoder, KeywordEncoder)
+    encoder.calls.clear()
+    rec.add(TRACKS)
+    assert encoder.calls == []
+
+    changed = TRACKS[0].model_copy(update={"lyrics": "the rain has stopped"})
+    rec.add([changed, *TRACKS[1:]])
+    assert encoder.calls == [("text", "document", 1)]  # one field of one track
+    assert rec.search("the rain has stopped", k=1)[0].track.id == "rain"
+
+    rec.save(tmp_path / "lib")
+    loaded = Recommender.load(tmp_path / "lib")
+    reloaded_encoder = loaded.fields["description"]
+    assert isinstance(reloaded_encoder, KeywordEncoder)
+    loaded.add([changed, *TRACKS[1:]])
+    assert reloaded_encoder.calls == []
+
+
+def test_a_killed_save_leaves_the_previous_save_loadable(tmp_path: Path) -> None:
+    script = textwrap.dedent(
+        f"""
+        import os, sys
+        sys.path.insert(0, {str(Path(__file__).resolve().parent.parent)!r})
+        from tests.conftest import KeywordPlugin
+        from newwave import Recommender, Track
+        from newwave.plugins import get_plugin_manager
+        from newwave.index.base import Retriever
+        get_plugin_manager().register(KeywordPlugin(), name="kw")
+        rec = Recommender(fields={{"description": "keyword"}})
+        rec.add([Track(id="a", description="first")])
+        rec.save({str(tmp_path / "lib")!r})
+        rec.add([Track(id="b", description="second")])
+        def die(self, directory):
+            os._exit(9)  # killed while writing the indexes, after config and catalogue
+        Retriever.write = die
+        rec.save({str(tmp_path / "lib")!r})
+        """
+    )
+    env = {**os.environ, "NEWWAVE_LOAD_PLUGINS": ""}
+    assert subprocess.run([sys.executable, "-c", script], env=env, check=False).returncode == 9
+    pm = get_plugin_manager()
+    pm.register(KeywordPlugin(), name="kw-killed-save")
+    try:
+        loaded = Recommender.load(tmp_path / "lib")
+    finally:
+        pm.unregister(name="kw-killed-save")
+    assert len(loaded) == 1
+    assert "a" in loaded
 
 
 def test_a_failed_add_changes_nothing(keyword_plugin: None, tmp_path: Path) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import hashlib
 import logging
 import os
 from collections.abc import Iterable, Mapping
@@ -13,6 +13,7 @@ from newwave._storage import atomic_directory, resolve_directory
 from newwave.config import ComponentConfig, FieldConfig, RecommenderConfig
 from newwave.encoders.base import Encoder
 from newwave.errors import (
+    ComponentUnavailableError,
     EmptyQueryError,
     IndexCorruptError,
     InvalidInputError,
@@ -21,10 +22,13 @@ from newwave.errors import (
 from newwave.filters import compile_filter
 from newwave.fusion.base import Fuser
 from newwave.index.base import Retriever
+from newwave.index.catalog import FieldEntries, read_catalog, write_catalog
 from newwave.plugins import load_encoder, load_fuser, load_retriever
 from newwave.types import FloatMatrix, Hit, Ranking, Track
 
 __all__ = ["FIELD_SOURCES", "Recommender"]
+
+_CATALOG = "catalog.sqlite"
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +71,7 @@ class Recommender:
         self._encoders: dict[str, Encoder] = {}
         self._retrievers: dict[str, Retriever] = {}
         self._tracks: dict[str, Track] = {}
+        self._hashes: dict[str, dict[str, str]] = {}  # field -> track id -> content hash
         if fields is not None:
             self._set_fields(fields)
 
@@ -144,7 +149,9 @@ class Recommender:
         """Embed and index ``tracks``; a track whose id is already present is replaced.
 
         Every field is embedded before any index changes, so an error (a missing audio file, an
-        unreachable model) leaves the recommender as it was.
+        unreachable model) leaves the recommender as it was. A field whose content is unchanged
+        (same text, or the same audio file path, size and modification time, with the same
+        model) is not embedded again.
         """
         batch = _check_tracks(tracks)
         if not batch:
@@ -158,20 +165,34 @@ class Recommender:
                 f"{len(empty)} track(s) have none of the fields {', '.join(self._encoders)} and "
                 f"could never be found: {', '.join(map(repr, empty[:5]))}"
             )
-        embedded: dict[str, tuple[list[str], FloatMatrix]] = {}
+        # Embed what changed (by content hash) in every field before changing any index.
+        changes: dict[str, tuple[list[str], list[str], FloatMatrix | None]] = {}
         for field_name, encoder in self._encoders.items():
-            with_value = [(t.id, v) for t in batch if (v := _field_value(t, field_name))]
-            if with_value:
-                vectors = _embed(encoder, field_name, [v for _, v in with_value])
-                embedded[field_name] = ([i for i, _ in with_value], vectors)
-        for field_name in self._encoders:
-            ids, matrix = embedded.get(field_name, ([], None))
-            indexed = set(ids)
-            emptied = [t.id for t in batch if t.id not in indexed]
-            if field_name in self._retrievers and emptied:  # a replaced track lost this field
+            known = self._hashes.get(field_name, {})
+            ids: list[str] = []
+            values: list[str] = []
+            digests: list[str] = []
+            for track in batch:
+                value = _field_value(track, field_name)
+                if value is None:
+                    continue
+                digest = _content_hash(encoder, field_name, value)
+                if known.get(track.id) != digest:
+                    ids.append(track.id)
+                    values.append(value)
+                    digests.append(digest)
+            vectors = _embed(encoder, field_name, values) if values else None
+            changes[field_name] = (ids, digests, vectors)
+        for field_name, (ids, digests, vectors) in changes.items():
+            hashes = self._hashes.setdefault(field_name, {})
+            emptied = [t.id for t in batch if t.id in hashes and not _field_value(t, field_name)]
+            if emptied:  # a replaced track lost this field
                 self._retrievers[field_name].remove(emptied, missing_ok=True)
-            if matrix is not None:
-                self._retriever_for(field_name, matrix.shape[1]).add(ids, matrix)
+                for track_id in emptied:
+                    del hashes[track_id]
+            if vectors is not None:
+                self._retriever_for(field_name, vectors.shape[1]).add(ids, vectors)
+                hashes.update(zip(ids, digests, strict=True))
         self._tracks.update((t.id, t) for t in batch)
 
     def remove(self, ids: Iterable[str]) -> None:
@@ -181,8 +202,10 @@ class Recommender:
         if missing:
             more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
             raise UnknownTrackError(f"no track with id {missing[0]!r}{more}")
-        for retriever in self._retrievers.values():
+        for field_name, retriever in self._retrievers.items():
             retriever.remove(id_list, missing_ok=True)
+            for track_id in id_list:
+                self._hashes[field_name].pop(track_id, None)
         for track_id in id_list:
             del self._tracks[track_id]
 
@@ -277,12 +300,20 @@ class Recommender:
     # -- persistence --------------------------------------------------------------------------
 
     def save(self, directory: str | os.PathLike[str]) -> Path:
-        """Save to ``directory`` atomically: config.json, tracks.jsonl and one index per field."""
+        """Save to ``directory`` atomically: config.json, catalog.sqlite and one index per field."""
+        fields = {}
+        for field_name, retriever in self._retrievers.items():
+            hashes = self._hashes[field_name]
+            try:
+                ids = list(hashes)
+                vectors = dict(zip(ids, retriever.vectors(ids), strict=True))
+            except ComponentUnavailableError:
+                vectors = {}
+            model_id = self._encoders[field_name].model_id
+            fields[field_name] = FieldEntries(model_id, dict(hashes), vectors)
         with atomic_directory(directory) as staging:
             self.config.save(staging / "config.json")
-            with (staging / "tracks.jsonl").open("w", encoding="utf-8") as handle:
-                for track in self._tracks.values():
-                    handle.write(track.model_dump_json() + "\n")
+            write_catalog(staging / _CATALOG, self._tracks.values(), fields)
             for field_name, retriever in self._retrievers.items():
                 (staging / "fields" / field_name).mkdir(parents=True)
                 retriever.write(staging / "fields" / field_name)
@@ -311,7 +342,8 @@ class Recommender:
             retriever=config.retriever.name,
             retriever_options=config.retriever.options,
         )
-        rec._tracks = {t.id: t for t in _read_tracks(root / "tracks.jsonl")}
+        catalog = read_catalog(root / _CATALOG)
+        rec._tracks = catalog.tracks
         for field_name, field in config.fields.items():
             if not (root / "fields" / field_name).is_dir():
                 continue
@@ -321,12 +353,18 @@ class Recommender:
                     f"field {field_name!r}: index holds {retriever.dim}-d vectors, "
                     f"config says {field.dim}"
                 )
-            unknown = set(retriever.ids()) - rec._tracks.keys()
-            if unknown:
+            entries = catalog.fields.get(field_name)
+            if entries is None or set(retriever.ids()) != set(entries.hashes):
                 raise IndexCorruptError(
-                    f"field {field_name!r} indexes {len(unknown)} track(s) that tracks.jsonl lacks"
+                    f"field {field_name!r}: its index and {_CATALOG} list different tracks"
+                )
+            if entries.model_id != field.model_id:
+                raise IndexCorruptError(
+                    f"field {field_name!r}: {_CATALOG} has vectors of model {entries.model_id!r}, "
+                    f"config.json says {field.model_id!r}"
                 )
             rec._retrievers[field_name] = retriever
+            rec._hashes[field_name] = entries.hashes
         return rec
 
     def __repr__(self) -> str:
@@ -377,17 +415,20 @@ def _field_value(track: Track, field_name: str) -> str | None:
     return value if isinstance(value, str) and value.strip() else None
 
 
+def _content_hash(encoder: Encoder, field_name: str, value: str) -> str:
+    """What identifies an embedding: the model, and the text or the audio file's path and stat."""
+    digest = hashlib.sha256(f"{encoder.model_id}\0{encoder.get_config()}\0".encode())
+    if FIELD_SOURCES[field_name] == "audio":
+        try:
+            stat = Path(value).stat()
+            value = f"{Path(value).resolve()}\0{stat.st_size}\0{stat.st_mtime_ns}"
+        except OSError:
+            pass  # missing: the encoder reports it
+    digest.update(value.encode())
+    return digest.hexdigest()
+
+
 def _embed(encoder: Encoder, field_name: str, values: list[str]) -> FloatMatrix:
     if FIELD_SOURCES[field_name] == "audio":
         return encoder.encode_audio(values)
     return encoder.encode_text(values, role="document")
-
-
-def _read_tracks(path: Path) -> list[Track]:
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-        return [Track.model_validate(json.loads(line)) for line in lines if line.strip()]
-    except FileNotFoundError as exc:
-        raise IndexCorruptError(f"{path.parent} is incomplete: tracks.jsonl is missing") from exc
-    except ValueError as exc:
-        raise IndexCorruptError(f"{path} is malformed: {exc}") from exc
