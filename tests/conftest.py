@@ -17,7 +17,7 @@ import pytest
 from newwave import Encoder, hookimpl
 from newwave.hookspecs import Register
 from newwave.plugins import get_plugin_manager
-from newwave.types import Modality, Role
+from newwave.types import Modality, Role, Waveform
 
 
 class KeywordEncoder(Encoder):
@@ -40,6 +40,14 @@ class KeywordEncoder(Encoder):
 
     def get_config(self) -> dict[str, Any]:
         return {"dim": self._dim}
+
+    def _prepare(self, item: Any, modality: Modality) -> Any:
+        if modality == "audio" and isinstance(item, str):
+            import soundfile
+
+            samples, rate = soundfile.read(item, dtype="float32", always_2d=True)
+            return Waveform(samples.T, rate)
+        return item
 
     def _encode_batch(self, batch: list[Any], modality: Modality, role: Role) -> Any:
         self.calls.append((modality, role, len(batch)))

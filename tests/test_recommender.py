@@ -85,7 +85,7 @@ def test_default_fields_come_from_the_tracks(
     rec = Recommender()
     rec.add([Track(id="a", description="calm", tags=["ambient"])])
     assert list(rec.config.fields) == ["description", "tags"]
-    with pytest.raises(InvalidInputError, match="no description, tags or lyrics"):
+    with pytest.raises(InvalidInputError, match="no description, tags, lyrics or audio"):
         Recommender().add([Track(id="b", title="only a title")])
 
 
@@ -242,3 +242,30 @@ def test_track_metadata_must_be_json(tmp_path: Path) -> None:
     assert Track.model_validate_json(track.model_dump_json()) == track
     with pytest.raises(ValueError, match="metadata"):
         Track(id="b", metadata={"when": object()})
+
+
+def test_default_fields_include_audio_when_its_encoder_loads(
+    keyword_plugin: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import numpy as np
+    import soundfile
+
+    path = tmp_path / "tone.wav"
+    soundfile.write(path, np.sin(np.arange(8000) / 5.0).astype(np.float32), 8000)
+    monkeypatch.setattr("newwave.recommender._DEFAULT_TEXT_ENCODER", "keyword")
+    monkeypatch.setattr("newwave.recommender._DEFAULT_AUDIO_ENCODER", "keyword")
+    rec = Recommender()
+    rec.add([Track(id="a", description="a tone", audio=str(path))])
+    assert list(rec.config.fields) == ["description", "audio"]
+
+
+def test_default_fields_leave_audio_out_with_a_warning_when_clap_cannot_load(
+    keyword_plugin: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.setattr("newwave.recommender._DEFAULT_TEXT_ENCODER", "keyword")
+    rec = Recommender()
+    with pytest.warns(UserWarning, match="audio is not indexed: the 'clap' encoder cannot load"):
+        rec.add([Track(id="a", description="a tone", audio=str(tmp_path / "tone.wav"))])
+    assert list(rec.config.fields) == ["description"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,8 @@ from newwave.errors import (
     EmptyQueryError,
     IndexCorruptError,
     InvalidInputError,
+    MissingDependencyError,
+    ModelNotFoundError,
     UnknownTrackError,
 )
 from newwave.filters import compile_filter
@@ -45,6 +48,7 @@ FIELD_SOURCES: dict[str, str] = {
 #: Text fields embedded by default, when the tracks carry them.
 _DEFAULT_TEXT_FIELDS = ("description", "tags", "lyrics")
 _DEFAULT_TEXT_ENCODER = "minilm"
+_DEFAULT_AUDIO_ENCODER = "clap"
 
 
 class Recommender:
@@ -53,9 +57,10 @@ class Recommender:
     ``fields`` maps a field (a :class:`Track` attribute: ``description``, ``tags``, ``lyrics``,
     ``title``, ``artist``, ``album``, ``audio``) to the encoder that embeds it, by registered name
     or as an :class:`Encoder`. Left out, the fields are chosen at the first :meth:`add` from the
-    text the tracks carry (``description``, ``tags``, ``lyrics``, embedded with ``minilm``); see
-    :attr:`config` for what was chosen. Each field gets its own retriever; a query is embedded by
-    each field's encoder and the per-field rankings are combined by ``fuser``.
+    text the tracks carry (``description``, ``tags`` and ``lyrics``, with ``minilm``) and their
+    ``audio`` (with ``clap`` when its weights load; otherwise a warning says why audio is left
+    out); see :attr:`config` for what was chosen. Each field gets its own retriever; a query is
+    embedded by each field's encoder and the per-field rankings are combined by ``fuser``.
     """
 
     def __init__(
@@ -400,12 +405,34 @@ def _check_tracks(tracks: Iterable[Track]) -> list[Track]:
 
 def _default_fields(tracks: list[Track]) -> dict[str, str | Encoder]:
     present = [f for f in _DEFAULT_TEXT_FIELDS if any(_field_value(t, f) for t in tracks)]
-    if not present:
+    fields: dict[str, str | Encoder] = dict.fromkeys(present, _DEFAULT_TEXT_ENCODER)
+    if any(t.audio for t in tracks):
+        audio = _loaded_or_none(_DEFAULT_AUDIO_ENCODER)
+        if audio is not None:
+            fields["audio"] = audio
+    if not fields:
         raise InvalidInputError(
-            "the tracks carry no description, tags or lyrics to embed by default; "
+            "the tracks carry no description, tags, lyrics or audio to embed by default; "
             "pass fields=, e.g. Recommender(fields={'title': 'minilm'})"
         )
-    return dict.fromkeys(present, _DEFAULT_TEXT_ENCODER)
+    return fields
+
+
+def _loaded_or_none(name: str) -> Encoder | None:
+    """The encoder ``name`` with its model loaded, or None (with a warning) if it cannot load."""
+    try:
+        encoder = load_encoder(name)
+        encoder.dim  # noqa: B018 (loads the model unless its width is known)
+        if hasattr(encoder, "weights_source"):
+            encoder.weights_source  # noqa: B018 (loads the model)
+    except (ModelNotFoundError, MissingDependencyError, ComponentUnavailableError) as exc:
+        warnings.warn(
+            f"the tracks' audio is not indexed: the {name!r} encoder cannot load ({exc}). "
+            f"Provide its weights, or choose fields= explicitly.",
+            stacklevel=4,
+        )
+        return None
+    return encoder
 
 
 def _field_value(track: Track, field_name: str) -> str | None:
