@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 from newwave import (
-    ComponentUnavailableError,
     Encoder,
     PluginError,
     Recommender,
@@ -56,11 +55,6 @@ def test_unknown_encoder_lists_the_available_names() -> None:
 def test_unknown_name_suggests_a_close_match() -> None:
     with pytest.raises(UnknownComponentError, match="did you mean 'rrf'"):
         load_fuser("rff")
-
-
-def test_reserved_builtins_say_they_are_not_available() -> None:
-    with pytest.raises(ComponentUnavailableError, match="fuser 'mlp' is not available"):
-        load_fuser("mlp")
 
 
 def test_builtin_fusers_and_retriever_load_by_name_and_alias() -> None:

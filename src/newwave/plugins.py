@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import pluggy
 
 from newwave import hookspecs
-from newwave.errors import ComponentUnavailableError, PluginError, UnknownComponentError
+from newwave.errors import PluginError, UnknownComponentError
 
 if TYPE_CHECKING:
     from newwave.encoders.base import Encoder
@@ -40,7 +40,6 @@ __all__ = [
     "load_encoder",
     "load_fuser",
     "load_retriever",
-    "unavailable",
 ]
 
 ENTRY_POINT_GROUP = "newwave"
@@ -222,14 +221,3 @@ def load_retriever(name: str, /, **options: Any) -> Retriever:
 
     component: Retriever = _build("retriever", name, Retriever, (), options)
     return component
-
-
-def unavailable(kind: Kind, name: str, reason: str) -> Callable[..., Any]:
-    """A factory for a component whose name is reserved but which cannot be built yet."""
-
-    def factory(*args: Any, **options: Any) -> Any:
-        raise ComponentUnavailableError(f"the {kind} {name!r} is not available: {reason}")
-
-    factory.__doc__ = f"Not available: {reason}"
-    factory.name = name  # type: ignore[attr-defined]
-    return factory

@@ -10,6 +10,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from newwave._storage import atomic_directory, resolve_directory
 from newwave.config import ComponentConfig, FieldConfig, RecommenderConfig
 from newwave.encoders.base import Encoder
@@ -23,7 +25,7 @@ from newwave.errors import (
     UnknownTrackError,
 )
 from newwave.filters import compile_filter
-from newwave.fusion.base import Fuser
+from newwave.fusion.base import EmbeddingFuser, Fuser
 from newwave.index.base import Retriever
 from newwave.index.catalog import FieldEntries, read_catalog, write_catalog
 from newwave.plugins import load_encoder, load_fuser, load_retriever
@@ -32,6 +34,8 @@ from newwave.types import FloatMatrix, Hit, Ranking, Track
 __all__ = ["FIELD_SOURCES", "Recommender"]
 
 _CATALOG = "catalog.sqlite"
+_FUSER = "fuser"  # an EmbeddingFuser's files
+_JOINT = "joint"  # the index of fused vectors
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +81,7 @@ class Recommender:
         self._retrievers: dict[str, Retriever] = {}
         self._tracks: dict[str, Track] = {}
         self._hashes: dict[str, dict[str, str]] = {}  # field -> track id -> content hash
+        self._joint: Retriever | None = None  # the fused vectors, with an EmbeddingFuser
         if fields is not None:
             self._set_fields(fields)
 
@@ -107,6 +112,15 @@ class Recommender:
                     f"does not embed (it embeds {', '.join(sorted(encoder.modalities))})"
                 )
             self._encoders[field_name] = encoder
+        if isinstance(self._fuser, EmbeddingFuser):
+            for field_name in self._fuser.fields:
+                found = self._encoders.get(field_name)
+                if found is None or found.dim != self._fuser.input_dims[field_name]:
+                    raise InvalidInputError(
+                        f"the {self._fuser.name!r} fuser combines the fields "
+                        f"{self._fuser.input_dims}, which this recommender's fields "
+                        f"{ {f: e.dim for f, e in self._encoders.items()} } do not provide"
+                    )
 
     @property
     def fields(self) -> dict[str, Encoder]:
@@ -129,9 +143,11 @@ class Recommender:
                 model_id=encoder.model_id,
                 dim=retriever.dim if retriever is not None else None,
             )
+        # An embedding fuser's weights are saved with the recommender, not referred to by path.
+        fuser_options = {} if isinstance(self._fuser, EmbeddingFuser) else self._fuser.get_config()
         return RecommenderConfig(
             fields=fields,
-            fuser=ComponentConfig(name=self._fuser.name, options=self._fuser.get_config()),
+            fuser=ComponentConfig(name=self._fuser.name, options=fuser_options),
             retriever=self._retriever,
         )
 
@@ -188,6 +204,7 @@ class Recommender:
                     digests.append(digest)
             vectors = _embed(encoder, field_name, values) if values else None
             changes[field_name] = (ids, digests, vectors)
+        touched: set[str] = set()
         for field_name, (ids, digests, vectors) in changes.items():
             hashes = self._hashes.setdefault(field_name, {})
             emptied = [t.id for t in batch if t.id in hashes and not _field_value(t, field_name)]
@@ -198,7 +215,29 @@ class Recommender:
             if vectors is not None:
                 self._retriever_for(field_name, vectors.shape[1]).add(ids, vectors)
                 hashes.update(zip(ids, digests, strict=True))
+            touched.update(ids, emptied)
+        if isinstance(self._fuser, EmbeddingFuser):
+            self._update_joint(self._fuser, [t.id for t in batch if t.id in touched])
         self._tracks.update((t.id, t) for t in batch)
+
+    def _update_joint(self, fuser: EmbeddingFuser, ids: list[str]) -> None:
+        """Fuse the current field vectors of ``ids`` into the joint index."""
+        if not ids:
+            return
+        joint = fuser.embed({f: self._field_vectors(f, ids) for f in fuser.fields}, side="track")
+        if self._joint is None:
+            options = self._retriever.options
+            self._joint = load_retriever(self._retriever.name, dim=fuser.dim, **options)
+        self._joint.add(ids, joint)
+
+    def _field_vectors(self, field_name: str, ids: list[str]) -> FloatMatrix:
+        """The stored vectors of ``ids`` in the field, zero rows for tracks without it."""
+        retriever = self._retrievers.get(field_name)
+        out = np.zeros((len(ids), self._encoders[field_name].dim), dtype=np.float32)
+        rows = [row for row, i in enumerate(ids) if retriever is not None and i in retriever]
+        if retriever is not None and rows:
+            out[rows] = retriever.vectors([ids[row] for row in rows])
+        return out
 
     def remove(self, ids: Iterable[str]) -> None:
         """Remove tracks by id; an unknown id raises :class:`UnknownTrackError`."""
@@ -211,6 +250,8 @@ class Recommender:
             retriever.remove(id_list, missing_ok=True)
             for track_id in id_list:
                 self._hashes[field_name].pop(track_id, None)
+        if self._joint is not None:
+            self._joint.remove(id_list, missing_ok=True)
         for track_id in id_list:
             del self._tracks[track_id]
 
@@ -244,16 +285,20 @@ class Recommender:
             raise EmptyQueryError("query is empty")
         depth = _check_k_and_depth(k, depth)
         among = self._matching(where)
-        query_vectors: dict[int, FloatMatrix] = {}
-        rankings = {}
-        for field_name, retriever in self._retrievers.items():
-            if not len(retriever):
-                continue
-            encoder = self._encoders[field_name]
-            if id(encoder) not in query_vectors:
-                query_vectors[id(encoder)] = encoder.encode_queries([query])
-            vector = query_vectors[id(encoder)]
-            rankings[field_name] = retriever.search(vector, depth, among=among)[0]
+        by_encoder: dict[int, FloatMatrix] = {}
+        queries: dict[str, FloatMatrix] = {}
+        for field_name, encoder in self._encoders.items():
+            if id(encoder) not in by_encoder:
+                by_encoder[id(encoder)] = encoder.encode_queries([query])
+            queries[field_name] = by_encoder[id(encoder)]
+        if isinstance(self._fuser, EmbeddingFuser):
+            fused = self._fuser.embed({f: queries[f] for f in self._fuser.fields}, side="query")
+            return self._joint_hits(fused, queries, k, among)
+        rankings = {
+            field_name: retriever.search(queries[field_name], depth, among=among)[0]
+            for field_name, retriever in self._retrievers.items()
+            if len(retriever)
+        }
         return self._hits(rankings, k)
 
     def similar(
@@ -272,6 +317,10 @@ class Recommender:
         self.get(track_id)
         depth = _check_k_and_depth(k, depth)
         among = self._matching(where)
+        if isinstance(self._fuser, EmbeddingFuser) and self._joint is not None:
+            own = {f: r.vectors([track_id]) for f, r in self._retrievers.items() if track_id in r}
+            fused = self._joint.vectors([track_id])
+            return self._joint_hits(fused, own, k, among, exclude=track_id)
         rankings = {}
         for field_name, retriever in self._retrievers.items():
             if track_id not in retriever:
@@ -288,6 +337,30 @@ class Recommender:
         keys = {key for track in self._tracks.values() for key in track.metadata}
         keep = compile_filter(where, known_keys=keys)
         return {track_id for track_id, track in self._tracks.items() if keep(track)}
+
+    def _joint_hits(
+        self,
+        fused: FloatMatrix,
+        queries: dict[str, FloatMatrix],
+        k: int,
+        among: set[str] | None,
+        *,
+        exclude: str | None = None,
+    ) -> list[Hit]:
+        """Hits from the joint index; ``scores`` has "joint" and each field's cosine."""
+        if self._joint is None:
+            return []
+        found = self._joint.search(fused, k + (exclude is not None), among=among)[0]
+        ranking = [(i, s) for i, s in found if i != exclude][:k]
+        hits = []
+        for rank, (track_id, score) in enumerate(ranking, start=1):
+            scores = {"joint": score}
+            for field_name, query in queries.items():
+                retriever = self._retrievers.get(field_name)
+                if retriever is not None and track_id in retriever:
+                    scores[field_name] = float(retriever.vectors([track_id])[0] @ query[0])
+            hits.append(Hit(track=self._tracks[track_id], score=score, rank=rank, scores=scores))
+        return hits
 
     def _hits(self, rankings: dict[str, Ranking], k: int) -> list[Hit]:
         fused = self._fuser.fuse(rankings, k=k, coverage=self._retrievers)
@@ -322,6 +395,12 @@ class Recommender:
             for field_name, retriever in self._retrievers.items():
                 (staging / "fields" / field_name).mkdir(parents=True)
                 retriever.write(staging / "fields" / field_name)
+            if isinstance(self._fuser, EmbeddingFuser):
+                (staging / _FUSER).mkdir()
+                self._fuser.save(staging / _FUSER)
+            if self._joint is not None:
+                (staging / _JOINT).mkdir()
+                self._joint.write(staging / _JOINT)
         return Path(directory)
 
     @classmethod
@@ -341,9 +420,13 @@ class Recommender:
                     f"encoder now loads {encoder.model_id!r}"
                 )
             fields[field_name] = encoder
+        if (root / _FUSER).is_dir():  # a fuser with weights, saved with the recommender
+            fuser = load_fuser(config.fuser.name, root / _FUSER)
+        else:
+            fuser = load_fuser(config.fuser.name, **config.fuser.options)
         rec = cls(
             fields or None,
-            fuser=load_fuser(config.fuser.name, **config.fuser.options),
+            fuser=fuser,
             retriever=config.retriever.name,
             retriever_options=config.retriever.options,
         )
@@ -370,6 +453,10 @@ class Recommender:
                 )
             rec._retrievers[field_name] = retriever
             rec._hashes[field_name] = entries.hashes
+        if (root / _JOINT).is_dir():
+            rec._joint = Retriever.load(root / _JOINT)
+            if set(rec._joint.ids()) != set(rec._tracks):
+                raise IndexCorruptError(f"{root / _JOINT} and {_CATALOG} list different tracks")
         return rec
 
     def __repr__(self) -> str:

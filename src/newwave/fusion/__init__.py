@@ -1,5 +1,5 @@
 """Fusers: combine per-field results into one ranking. Built-ins are plugins."""
 
-from newwave.fusion.base import Fuser
+from newwave.fusion.base import EmbeddingFuser, Fuser
 
-__all__ = ["Fuser"]
+__all__ = ["EmbeddingFuser", "Fuser"]

@@ -5,12 +5,16 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Container, Mapping
-from typing import Any, ClassVar
+from pathlib import Path
+from typing import Any, ClassVar, Literal
 
+import numpy as np
+
+from newwave._vectors import as_matrix, l2_normalize
 from newwave.errors import InvalidInputError
-from newwave.types import Ranking
+from newwave.types import FloatMatrix, Ranking
 
-__all__ = ["Coverage", "Fuser", "has_field"]
+__all__ = ["Coverage", "EmbeddingFuser", "Fuser", "has_field"]
 
 Coverage = Mapping[str, Container[str]]
 """For each field, the ids of the tracks that have that field (a retriever is such a container)."""
@@ -83,6 +87,55 @@ class Fuser(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.get_config()})"
+
+
+class EmbeddingFuser(Fuser):
+    """Fusion in embedding space: a track's (or a query's) per-field vectors become one vector.
+
+    A Recommender with an embedding fuser keeps one joint index of the tracks' fused vectors and
+    searches it with the fused query vector. A subclass sets :attr:`fields` and :attr:`dim` and
+    implements :meth:`_embed`; the base checks the input and L2-normalises the output. In the
+    input, an all-zero row means the track lacks that field.
+    """
+
+    #: The fields this fuser combines, in the order it was trained on.
+    fields: tuple[str, ...] = ()
+    #: The width of each field's vectors.
+    input_dims: dict[str, int]
+
+    @property
+    @abstractmethod
+    def dim(self) -> int:
+        """Width of the fused vectors."""
+
+    @abstractmethod
+    def _embed(self, vectors: Mapping[str, FloatMatrix], side: Literal["track", "query"]) -> Any:
+        """Fuse the rows of ``vectors`` (one matrix per field, zero rows where absent)."""
+
+    def embed(self, vectors: Mapping[str, Any], *, side: Literal["track", "query"]) -> FloatMatrix:
+        """One L2-normalised joint vector per row of the per-field ``vectors``."""
+        if side not in ("track", "query"):
+            raise InvalidInputError(f"side must be 'track' or 'query', got {side!r}")
+        missing = [f for f in self.fields if f not in vectors]
+        if missing:
+            raise InvalidInputError(f"{self.name!r} fuser needs the fields {', '.join(missing)}")
+        checked = {
+            f: as_matrix(vectors[f], dim=self.input_dims[f], what=f"field {f!r} vectors")
+            for f in self.fields
+        }
+        rows = {m.shape[0] for m in checked.values()}
+        if len(rows) > 1:
+            raise InvalidInputError(f"the fields have different numbers of rows: {sorted(rows)}")
+        if rows == {0}:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return l2_normalize(as_matrix(self._embed(checked, side), dim=self.dim, what="fused"))
+
+    def _field_scores(self, ranking: Ranking) -> Mapping[str, float]:
+        return ranking.as_dict()  # the joint index's ranking is the result
+
+    @abstractmethod
+    def save(self, directory: Path) -> None:
+        """Write what rebuilds this fuser (``factory(directory)``) into the empty ``directory``."""
 
 
 def has_field(track_id: str, field_name: str, coverage: Coverage | None) -> bool:
