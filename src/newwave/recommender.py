@@ -190,6 +190,7 @@ class Recommender:
         changes: dict[str, tuple[list[str], list[str], FloatMatrix | None]] = {}
         for field_name, encoder in self._encoders.items():
             known = self._hashes.get(field_name, {})
+            model = f"{encoder.model_id}\0{encoder.get_config()}\0"  # what else shapes a vector
             ids: list[str] = []
             values: list[str] = []
             digests: list[str] = []
@@ -197,7 +198,7 @@ class Recommender:
                 value = _field_value(track, field_name)
                 if value is None:
                     continue
-                digest = _content_hash(encoder, field_name, value)
+                digest = _content_hash(model, field_name, value)
                 if known.get(track.id) != digest:
                     ids.append(track.id)
                     values.append(value)
@@ -529,9 +530,9 @@ def _field_value(track: Track, field_name: str) -> str | None:
     return value if isinstance(value, str) and value.strip() else None
 
 
-def _content_hash(encoder: Encoder, field_name: str, value: str) -> str:
+def _content_hash(model: str, field_name: str, value: str) -> str:
     """What identifies an embedding: the model, and the text or the audio file's path and stat."""
-    digest = hashlib.sha256(f"{encoder.model_id}\0{encoder.get_config()}\0".encode())
+    digest = hashlib.sha256(model.encode())
     if FIELD_SOURCES[field_name] == "audio":
         try:
             stat = Path(value).stat()
