@@ -269,3 +269,22 @@ def test_default_fields_leave_audio_out_with_a_warning_when_clap_cannot_load(
     with pytest.warns(UserWarning, match="audio is not indexed: the 'clap' encoder cannot load"):
         rec.add([Track(id="a", description="a tone", audio=str(tmp_path / "tone.wav"))])
     assert list(rec.config.fields) == ["description"]
+
+
+def test_add_reports_what_it_encoded_and_loads_from_a_relative_path(
+    rec: Recommender, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert rec.field_counts == {"description": 3, "tags": 2, "lyrics": 1}
+    assert rec.add(TRACKS) == {"description": 0, "tags": 0, "lyrics": 0}
+    changed = TRACKS[1].model_copy(update={"description": "slow jazz"})
+    assert rec.add([changed]) == {"description": 1, "tags": 0, "lyrics": 0}
+    monkeypatch.chdir(tmp_path)
+    rec.save("lib")
+    assert len(Recommender.load("lib")) == 3
+
+
+def test_the_batch_size_does_not_change_the_content_hash(keyword_plugin: None) -> None:
+    first = Recommender(fields={"description": KeywordEncoder(batch_size=2)})
+    first.add(TRACKS)
+    first.fields["description"].batch_size = 7
+    assert first.add(TRACKS) == {"description": 0}

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,7 @@ from newwave import (
     InvalidInputError,
     MissingFileError,
     NonFiniteVectorError,
+    Ranking,
     Retriever,
     UnknownTrackError,
 )
@@ -254,3 +256,221 @@ def test_save_refuses_a_foreign_directory(filled: FaissRetriever, tmp_path: Path
     with pytest.raises(InvalidInputError, match="refusing"):
         filled.save(tmp_path / "photos")
     assert (tmp_path / "photos" / "cat.jpg").read_bytes() == b"meow"
+
+
+# -- factory="auto", nprobe, IVF ids, batched search ----------------------------------------
+
+
+def clustered_rows(n: int, dim: int = 32, seed: int = 0, spread: float = 0.5) -> np.ndarray:
+    """Unit vectors around 48 fixed centres: a stand-in for an embedded catalogue."""
+    centres = np.random.default_rng(1234).standard_normal((48, dim))
+    rng = np.random.default_rng(seed)
+    rows = centres[rng.integers(0, 48, n)] / np.sqrt(dim)
+    rows += spread / np.sqrt(dim) * rng.standard_normal((n, dim))
+    out: np.ndarray = (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float32)
+    return out
+
+
+def recall_at_10(found: list[Ranking], data: np.ndarray, queries: np.ndarray) -> float:
+    exact = np.argsort(-(queries @ data.T), axis=1, kind="stable")[:, :10]
+    hits = [
+        len({int(i[1:]) for i in r.ids} & set(row.tolist()))
+        for r, row in zip(found, exact, strict=True)
+    ]
+    return sum(hits) / exact.size
+
+
+def as_tuples(rankings: list[Ranking]) -> list[tuple[tuple[str, ...], tuple[float, ...]]]:
+    return [(r.ids, r.scores) for r in rankings]
+
+
+@pytest.fixture
+def small_auto_threshold(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(FaissRetriever, "auto_threshold", 1000)
+
+
+@pytest.mark.usefixtures("small_auto_threshold")
+def test_auto_turns_approximate_past_the_threshold_and_keeps_its_recall() -> None:
+    data, queries = clustered_rows(4000), clustered_rows(200, seed=1)
+    retriever = FaissRetriever(32, factory="auto")
+    retriever.add([f"t{i}" for i in range(900)], data[:900])
+    exact = retriever.nlist
+    assert exact is None  # below the threshold
+    assert recall_at_10(retriever.search(queries, 10), data[:900], queries) == 1.0
+    retriever.add([f"t{i}" for i in range(900, 1200)], data[900:1200])
+    first, nprobe = retriever.nlist, retriever.nprobe
+    assert first is not None
+    assert nprobe is not None
+    retriever.add([f"t{i}" for i in range(1200, 4000)], data[1200:])
+    assert (retriever.nlist or 0) >= 2 * first  # rebuilt at 4x the size
+    assert retriever.get_config() == {"factory": "auto"}
+    assert retriever.ids() == [f"t{i}" for i in range(4000)]
+    assert recall_at_10(retriever.search(queries, 10), data, queries) >= 0.95
+    np.testing.assert_array_equal(retriever.vectors(["t7", "t3999"]), data[[7, 3999]])
+
+
+@pytest.mark.usefixtures("small_auto_threshold")
+def test_auto_index_removes_upserts_and_fills_k() -> None:
+    data = clustered_rows(2000)
+    retriever = FaissRetriever(32, factory="auto")
+    retriever.add([f"t{i}" for i in range(2000)], data)
+    assert retriever.nlist is not None
+    assert retriever.remove([f"t{i}" for i in range(0, 2000, 2)]) == 1000
+    assert len(retriever) == 1000
+    found = retriever.search(data[:4], 5)
+    assert all(int(i[1:]) % 2 for ranking in found for i in ranking.ids)
+    assert [r.ids[0] for r in found[1::2]] == ["t1", "t3"]
+    target = -data[1:2]
+    retriever.add(["t1"], target)  # upsert
+    assert retriever.search(target, 1)[0].ids == ("t1",)
+    assert len(retriever) == 1000
+    assert len(retriever.search(data[:1], 1000)[0]) == 1000  # rows short of k: more lists
+
+
+@pytest.mark.usefixtures("small_auto_threshold")
+def test_auto_index_round_trips(tmp_path: Path) -> None:
+    data, queries = clustered_rows(3000), clustered_rows(50, seed=1)
+    retriever = FaissRetriever(32, factory="auto")
+    retriever.add([f"t{i}" for i in range(3000)], data)
+    retriever.remove(["t5"])
+    retriever.save(tmp_path / "index")
+    loaded = Retriever.load(tmp_path / "index")
+    assert isinstance(loaded, FaissRetriever)
+    assert loaded.get_config() == {"factory": "auto"}
+    assert (loaded.nlist, loaded.nprobe) == (retriever.nlist, retriever.nprobe)
+    assert as_tuples(loaded.search(queries, 10)) == as_tuples(retriever.search(queries, 10))
+    loaded.add(["new"], queries[:1])
+    assert loaded.search(queries[:1], 1)[0].ids == ("new",)
+
+
+@pytest.mark.usefixtures("small_auto_threshold")
+def test_auto_stays_exact_when_lists_would_not_pay() -> None:
+    data = unit_rows(1500, 32)  # uniform on the sphere: no clusters for IVF to exploit
+    retriever = FaissRetriever(32, factory="auto")
+    retriever.add([f"t{i}" for i in range(1500)], data)
+    assert retriever.nlist is None
+    retriever.add(["one-more"], unit_rows(1, 32, 7))  # no second try before 4x the size
+    assert retriever.nlist is None
+
+
+@pytest.mark.usefixtures("small_auto_threshold")
+def test_auto_with_an_explicit_nprobe(tmp_path: Path) -> None:
+    retriever = FaissRetriever(32, factory="auto", nprobe=3)
+    assert (retriever.nlist, retriever.nprobe) == (None, None)
+    retriever.add([f"t{i}" for i in range(1200)], unit_rows(1200, 32))  # used even if slow
+    assert retriever.nprobe == 3
+    assert retriever.get_config() == {"factory": "auto", "nprobe": 3}
+    retriever.save(tmp_path / "index")
+    loaded = Retriever.load(tmp_path / "index")
+    assert isinstance(loaded, FaissRetriever)
+    assert loaded.nprobe == 3
+
+
+@pytest.mark.parametrize("nprobe", [0, -1, True, 2.0, "4"])
+def test_nprobe_must_be_a_positive_integer(nprobe: object) -> None:
+    with pytest.raises(InvalidInputError, match="nprobe must be a positive integer"):
+        FaissRetriever(8, factory="IVF4,Flat", nprobe=nprobe)  # type: ignore[arg-type]
+
+
+def test_nprobe_needs_inverted_lists() -> None:
+    with pytest.raises(InvalidInputError, match="no inverted lists"):
+        FaissRetriever(8, factory="HNSW8", nprobe=2)
+    with pytest.raises(InvalidInputError, match="more than the 4 lists"):
+        FaissRetriever(8, factory="IVF4,Flat", nprobe=5)
+
+
+def test_nprobe_applies_and_persists(tmp_path: Path) -> None:
+    data = clustered_rows(800, 8)
+    retriever = FaissRetriever(8, factory="IVF16,Flat", nprobe=16)
+    retriever.add([f"t{i}" for i in range(800)], data)
+    assert retriever.nprobe == 16
+    assert recall_at_10(retriever.search(data[:20], 10), data, data[:20]) == 1.0  # all lists
+    retriever.save(tmp_path / "index")
+    loaded = Retriever.load(tmp_path / "index")
+    assert isinstance(loaded, FaissRetriever)
+    assert (loaded.nprobe, loaded.get_config()) == (16, {"factory": "IVF16,Flat", "nprobe": 16})
+
+
+@pytest.mark.parametrize("factory", ["IVF16,Flat", "PCA16,IVF16,Flat", "IVF16,SQ8"])
+def test_ivf_keeps_ids_right_after_removal(factory: str) -> None:
+    data = unit_rows(1000, 16)
+    retriever = FaissRetriever(16, factory=factory, nprobe=16)
+    retriever.add([f"t{i}" for i in range(1000)], data)
+    retriever.remove([f"t{i}" for i in range(0, 1000, 3)])
+    kept = [i for i in range(1000) if i % 3]
+    found = retriever.search(data[kept[:50]], 1)
+    assert [r.ids[0] for r in found] == [f"t{i}" for i in kept[:50]]  # each finds itself
+    np.testing.assert_allclose(retriever.vectors(["t1"]), data[1:2], atol=0.05)
+    retriever.add(["late"], data[:1])
+    assert retriever.search(data[:1], 1)[0].ids == ("late",)
+
+
+def test_an_id_mapped_ivf_file_is_refused(tmp_path: Path) -> None:
+    import faiss
+
+    FaissRetriever(8).save(tmp_path / "index")
+    snapshot = next((tmp_path / "index").glob("snapshot-*"))
+    inner = faiss.index_factory(8, "IVF2,Flat", faiss.METRIC_INNER_PRODUCT)
+    faiss.write_index(faiss.IndexIDMap2(inner), str(snapshot / "index.faiss"))
+    with pytest.raises(IndexCorruptError, match="loses ids on removal"):
+        Retriever.load(tmp_path / "index")
+
+
+def _duplicated(n: int, dim: int) -> np.ndarray:
+    rows = unit_rows(n // 3, dim, 11)
+    return np.repeat(rows, 3, axis=0)  # every score tied three ways
+
+
+@pytest.mark.parametrize("batch", [1, 8, 16, 64])
+def test_batched_search_is_faiss_blas_search(batch: int) -> None:
+    """16+ queries over 3,000 vectors take FAISS's BLAS kernel: ids, scores and ties as FAISS."""
+    import faiss
+
+    data, queries = _duplicated(3000, 16), unit_rows(batch, 16, 12)
+    labels = np.arange(3000, dtype=np.int64)
+    retriever = FaissRetriever(16)
+    retriever.add([str(i) for i in range(3000)], data)
+    plain = faiss.IndexIDMap2(faiss.IndexFlatIP(16))
+    plain.add_with_ids(data, labels)
+    before = faiss.cvar.distance_compute_blas_threshold
+    try:
+        faiss.cvar.distance_compute_blas_threshold = 1 if batch >= 16 else before
+        scores, found = plain.search(queries, 10)
+    finally:
+        faiss.cvar.distance_compute_blas_threshold = before
+    got = retriever.search(queries, 10)
+    assert faiss.cvar.distance_compute_blas_threshold == before  # restored
+    assert [r.ids for r in got] == [tuple(map(str, row)) for row in found.tolist()]
+    assert [r.scores for r in got] == [tuple(row) for row in scores.tolist()]
+
+
+def test_batch_blas_can_be_turned_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    import faiss
+
+    data, queries = _duplicated(3000, 16), unit_rows(32, 16, 12)
+    retriever = FaissRetriever(16)
+    retriever.add([str(i) for i in range(3000)], data)
+    plain = faiss.IndexFlatIP(16)
+    plain.add(data)
+    scores, found = plain.search(queries, 10)  # FAISS's default: its per-query kernel
+    monkeypatch.setattr(retriever, "batch_blas", False)
+    got = retriever.search(queries, 10)
+    assert [r.ids for r in got] == [tuple(map(str, row)) for row in found.tolist()]
+    assert [r.scores for r in got] == [tuple(row) for row in scores.tolist()]
+    monkeypatch.setattr(retriever, "batch_blas", True)
+    for a, b in zip(retriever.search(queries, 10), got, strict=True):
+        np.testing.assert_allclose(a.scores, b.scores, atol=1e-6)  # ties may come out reordered
+
+
+def test_concurrent_batched_searches_restore_the_threshold() -> None:
+    import faiss
+
+    retriever = FaissRetriever(16)
+    retriever.add([str(i) for i in range(2000)], unit_rows(2000, 16))
+    queries = unit_rows(16, 16, 3)
+    expected = as_tuples(retriever.search(queries, 5))
+    before = faiss.cvar.distance_compute_blas_threshold
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda _: as_tuples(retriever.search(queries, 5)), range(40)))
+    assert all(r == expected for r in results)
+    assert faiss.cvar.distance_compute_blas_threshold == before

@@ -128,6 +128,11 @@ class Recommender:
         return dict(self._encoders)
 
     @property
+    def field_counts(self) -> dict[str, int]:
+        """How many tracks each field indexes (tracks without a value are not in a field)."""
+        return {field_name: len(self._hashes.get(field_name, {})) for field_name in self._encoders}
+
+    @property
     def fuser(self) -> Fuser:
         """The fuser that combines the per-field rankings."""
         return self._fuser
@@ -166,8 +171,10 @@ class Recommender:
         except KeyError:
             raise UnknownTrackError(f"no track with id {track_id!r}") from None
 
-    def add(self, tracks: Iterable[Track]) -> None:
+    def add(self, tracks: Iterable[Track]) -> dict[str, int]:
         """Embed and index ``tracks``; a track whose id is already present is replaced.
+
+        Returns how many values were embedded in each field (0 for unchanged content).
 
         Every field is embedded before any index changes, so an error (a missing audio file, an
         unreachable model) leaves the recommender as it was. A field whose content is unchanged
@@ -176,7 +183,7 @@ class Recommender:
         """
         batch = _check_tracks(tracks)
         if not batch:
-            return
+            return dict.fromkeys(self._encoders, 0)
         if not self._encoders:
             self._set_fields(_default_fields(batch))
             logger.info("newwave: indexing fields %s", self.config.fields)
@@ -190,7 +197,9 @@ class Recommender:
         changes: dict[str, tuple[list[str], list[str], FloatMatrix | None]] = {}
         for field_name, encoder in self._encoders.items():
             known = self._hashes.get(field_name, {})
-            model = f"{encoder.model_id}\0{encoder.get_config()}\0"  # what else shapes a vector
+            # What shapes a vector: the model and its options (the batch size never does).
+            options = {k: v for k, v in encoder.get_config().items() if k != "batch_size"}
+            model = f"{encoder.model_id}\0{options}\0"
             ids: list[str] = []
             values: list[str] = []
             digests: list[str] = []
@@ -220,6 +229,7 @@ class Recommender:
         if isinstance(self._fuser, EmbeddingFuser):
             self._update_joint(self._fuser, [t.id for t in batch if t.id in touched])
         self._tracks.update((t.id, t) for t in batch)
+        return {field_name: len(ids) for field_name, (ids, _, _) in changes.items()}
 
     def _update_joint(self, fuser: EmbeddingFuser, ids: list[str]) -> None:
         """Fuse the current field vectors of ``ids`` into the joint index."""

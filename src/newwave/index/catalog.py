@@ -91,7 +91,7 @@ def read_catalog(path: Path) -> Catalog:
     if not path.is_file():
         raise IndexCorruptError(f"{path.parent} is incomplete: {path.name} is missing")
     try:
-        db = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)
+        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
         try:
             return _read(db, path)
         finally:
