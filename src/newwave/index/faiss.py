@@ -38,35 +38,43 @@ class FaissRetriever(Retriever):
     ``"IVF1024,Flat"``, ``"IVF1024,PQ64"`` are approximate), or ``"auto"``. Indexes that need
     training are trained on the vectors of the first :meth:`add`, which must then hold enough of
     them. ``nprobe`` sets how many inverted lists an IVF index visits per query (FAISS's default
-    is 1). IVF indexes store the ids themselves (an ``IDMap`` around IVF loses them on removal)
-    and can return their stored vectors.
+    is 1). IVF indexes keep the ids themselves (an ``IDMap`` around IVF mislabels results after
+    a removal) and can return their stored vectors.
 
     ``factory="auto"`` is exact (``Flat``) until the catalogue reaches :attr:`auto_threshold`
-    vectors, then rebuilt as ``IVF{nlist},Flat`` with ``nlist = 4·√n`` (at most n/39), trained on
-    a fixed-seed sample of the stored vectors; it is rebuilt again each time the catalogue grows
-    4x. ``nprobe`` (unless given) is the smallest for which 256 sampled catalogue vectors, used as
-    queries with themselves left out, find :attr:`auto_recall` of their exact 10 nearest
-    neighbours; if that takes more than :attr:`auto_max_probe_share` of the lists, the index
-    stays exact (retried at 4x the size). Scores stay exact inner products, and a query that
-    finds fewer than ``k`` vectors is searched again with more lists. A rebuild holds the old and
-    the new index at once (twice the memory of the vectors) and runs inside the :meth:`add` that
-    crosses the size; the index never returns to ``Flat``. Queries from another distribution than
-    the catalogue (text queries against audio vectors) can need a larger ``nprobe``: pass it.
+    vectors, then is rebuilt as ``IVF{nlist},Flat``, ``nlist = 4·√n``, trained on a fixed-seed
+    sample of the stored vectors, and rebuilt again each time the catalogue grows 4x. Unless
+    ``nprobe`` is given, it is the smallest that finds :attr:`auto_recall` of the exact 10
+    nearest neighbours of 256 stored vectors used as queries (each left out of its own
+    neighbours, all left out of training); if that takes more than :attr:`auto_max_probe_share`
+    of the lists, the index stays exact and tries again at 4x the size (or after a reload).
+    Scores stay exact inner products, and a query that finds fewer than ``k`` vectors is searched
+    again with more lists. A rebuild runs inside the :meth:`add` that crosses the size and holds
+    the old and the new index at once; the index never goes back to ``Flat``. Queries from
+    another distribution than the catalogue (text queries against audio vectors) can need a
+    larger ``nprobe`` than the one calibrated on catalogue vectors: pass it.
 
-    Threshold, measured on this project's 2-core CI-class machine (faiss-cpu 1.15.1, clustered
-    unit vectors, benchmarks/test_ann.py): exact search over n x 512 costs about 0.15 µs per
-    vector and query (7.5 ms per query at 50,000; 15 ms at 100,000), which IVF at recall@10
-    >= 0.95 cuts 15-35x; below about 50,000 vectors an exact query takes under ~5 ms, so the
-    few milliseconds saved do not pay for approximate results and a k-means pause in ``add``.
-    At 1,000,000 x 512 the "auto" index measured recall@10 0.97 at 40x the exact queries/s.
+    The threshold comes from benchmarks/test_ann.py on a 2-core machine (faiss-cpu 1.15.1,
+    clustered unit vectors, 512 dimensions). One exact query takes 3.0 ms over 20,000 vectors,
+    7.5 ms over 50,000, 14.6 ms over 100,000 and 143 ms over 1,000,000; "auto" (recall@10 0.97)
+    takes 0.21, 0.26, 0.28 and 1.07 ms: 14x, 29x, 51x and 134x more queries/s (batches of 64:
+    2x, 3.4x, 6.6x and 14x). Below 50,000 vectors an exact query costs a few milliseconds, too
+    little to trade for approximate results and a k-means pause in :meth:`add` (about 2 s at
+    50,000; adding 1,000,000 in 20 chunks took 79 s with its three builds, 7 s for ``Flat``).
+    Its vectors take as much memory as ``Flat``'s (2.06 GB at 1,000,000 x 512), but the
+    rebuilds and the lists grown by later adds leave the process larger: adding 1,000,000 grew it
+    by 3.8 GB (2.8 GB once freed memory went back to the system), against 2.2 GB for ``Flat``,
+    with a peak of 4.6 GB against 3.6 GB.
 
-    Batches of 8 or more queries whose width x count is under FAISS's
-    ``distance_compute_blas_threshold`` (128,000 in faiss-cpu 1.15: fewer than 333 queries of
-    384 dimensions) would take FAISS's per-query kernel, 4-8x slower than its BLAS kernel on
-    10,000+ vectors. With :attr:`batch_blas` (the default), such a search lowers that
-    process-wide setting for its duration under a lock and restores it afterwards (unless
-    someone changed it meanwhile); FAISS calls made by other threads meanwhile see the lowered
-    value. Results are FAISS's own, from its BLAS kernel.
+    Batches of 16 or more queries (8 or more over 20,000+ vectors) whose count x width is under
+    FAISS's ``distance_compute_blas_threshold`` (128,000 in faiss-cpu 1.15: under 334 queries of
+    384 dimensions) would take FAISS's per-query kernel, which is 3-4x slower there than its
+    BLAS kernel (16 x 20,000 x 384: 11.9 ms against 3.9 ms; NumPy takes 4.6 ms). With
+    :attr:`batch_blas` (the default), such a search lowers that process-wide setting for its
+    duration, under a lock, and restores it afterwards unless someone changed it meanwhile; other
+    threads' FAISS calls meanwhile see the lowered value. Results are those of FAISS's BLAS
+    kernel, which can differ from its per-query kernel in the last bit of a score and in the
+    order of tied scores (as a query alone and in a large batch already do in plain FAISS).
     """
 
     name = "faiss"
@@ -74,7 +82,7 @@ class FaissRetriever(Retriever):
     #: ``"auto"``: the catalogue size at which the exact index is rebuilt as IVF.
     auto_threshold: int = 50_000
     #: ``"auto"``: the recall@10 on held-out catalogue vectors that chooses ``nprobe``.
-    auto_recall: float = 0.96
+    auto_recall: float = 0.97
     #: ``"auto"``: stay exact when that recall needs more than this share of the lists.
     auto_max_probe_share: float = 0.125
     #: Send batches of queries through FAISS's BLAS kernel (see the class docstring).
@@ -92,7 +100,7 @@ class FaissRetriever(Retriever):
             raise InvalidInputError(f"nprobe must be a positive integer, got {nprobe!r}")
         self.factory = _AUTO if factory.strip().lower() == _AUTO else factory
         self._nprobe = nprobe
-        self._declined_at = 0  # "auto": the size at which IVF did not pay (retried at 4x)
+        self._declined_at = 0  # "auto": the size at which a build did not pay (retry at 4x)
         self._index: Any = self._new_index("Flat" if self.factory == _AUTO else self.factory)
         if nprobe is not None and self.factory != _AUTO:
             ivf = _import_faiss().try_extract_index_ivf(self._index)
@@ -209,7 +217,7 @@ class FaissRetriever(Retriever):
         nlist, current = _auto_nlist(total), self.nlist
         if current is not None and nlist < 2 * current:  # 4x the vectors since the last build
             return False
-        if current is None and self._declined_at and total < _GROWTH * self._declined_at:
+        if self._declined_at and total < _GROWTH * self._declined_at:
             return False
         index = self._build_ivf(nlist, lambda: self._blocks((vectors, labels)), total)
         if index is None:
@@ -250,10 +258,10 @@ class FaissRetriever(Retriever):
         """An IVF-Flat index of all ``blocks``, or None if it needs too many lists per query."""
         faiss = _import_faiss()
         rng = np.random.default_rng(_SEED)
-        train_at = np.sort(
-            rng.choice(total, size=min(total, _TRAIN_PER_LIST * nlist), replace=False)
-        )
-        probe_at = np.sort(rng.choice(total, size=min(total, _PROBE_QUERIES), replace=False))
+        probe_at = np.sort(rng.choice(total, size=_probe_count(total), replace=False))
+        rest = np.delete(np.arange(total), probe_at)  # k-means never sees the probes
+        size = min(len(rest), _TRAIN_PER_LIST * nlist)
+        train_at = np.sort(rng.choice(rest, size=size, replace=False))
         index = faiss.index_factory(self.dim, f"IVF{nlist},Flat", faiss.METRIC_INNER_PRODUCT)
         index.train(_gather(blocks(), train_at, self.dim))
         nprobe = self._nprobe
@@ -263,8 +271,17 @@ class FaissRetriever(Retriever):
                 return None
         index.nprobe = min(nprobe, nlist)
         _map_ids(faiss, index)
-        for vectors, labels in blocks():
-            index.add_with_ids(vectors, labels)
+        # Assign first and size each list once: adding block by block would grow every list
+        # several times over and leave the index ~1.5x the size of its vectors.
+        lists = [np.ascontiguousarray(index.quantizer.search(v, 1)[1][:, 0]) for v, _ in blocks()]
+        sizes = np.bincount(np.concatenate(lists), minlength=nlist)
+        for list_no in np.flatnonzero(sizes).tolist():
+            index.invlists.resize(list_no, int(sizes[list_no]))  # allocates, then empties:
+            index.invlists.resize(list_no, 0)  # the capacity stays
+        for (vectors, labels), assigned in zip(blocks(), lists, strict=True):
+            rows, ids = np.ascontiguousarray(vectors), np.ascontiguousarray(labels)
+            ptr = faiss.swig_ptr
+            index.add_core(len(rows), ptr(rows), ptr(ids), ptr(assigned))
         return index
 
     def _calibrate(
@@ -273,8 +290,9 @@ class FaissRetriever(Retriever):
         """The fewest lists per query that find :attr:`auto_recall` of the exact neighbours.
 
         The probes are stored vectors at positions ``probe_at``, each left out of its own
-        neighbours. An IVF-Flat search finds a neighbour exactly when it visits its list, so
-        the recall for every ``nprobe`` follows from the ranks of the neighbours' lists.
+        neighbours and all left out of the k-means sample (which would serve them 2-3% better
+        than new queries). An IVF-Flat search finds a neighbour exactly when it visits its
+        list, so the recall for every ``nprobe`` follows from the ranks of the neighbours' lists.
         """
         faiss = _import_faiss()
         probes = _gather(blocks(), probe_at, self.dim)
@@ -379,8 +397,13 @@ def _map_ids(faiss: Any, ivf: Any) -> None:
 
 
 def _auto_nlist(count: int) -> int:
-    """Inverted lists for ``count`` vectors: 4·√count, with at least 39 vectors each to train."""
-    return max(1, min(int(4 * math.sqrt(count)), count // 39, 65_536))
+    """Inverted lists for ``count`` vectors: 4·√count, with 39 to train each (probes aside)."""
+    trainable = count - _probe_count(count)
+    return max(1, min(int(4 * math.sqrt(count)), trainable // 39, 65_536))
+
+
+def _probe_count(count: int) -> int:
+    return min(count // 2, _PROBE_QUERIES)
 
 
 def _concat(parts: list[Block]) -> Block:
@@ -401,8 +424,8 @@ def _gather(blocks: Iterable[Block], positions: Labels, dim: int) -> FloatMatrix
 class _BlasOverride:
     """Lowers ``faiss.cvar.distance_compute_blas_threshold`` while any search needs it lower."""
 
-    # Measured (faiss-cpu 1.15.1, 2 cores, 384-512 dims): the BLAS kernel wins from 16 queries
-    # on 2,000+ vectors (2-5x), and from 8 on 20,000+ (1.5-2x); below, the per-query one wins.
+    # Measured (faiss-cpu 1.15.1, 2 cores, 384 and 512 dims): the BLAS kernel wins from 16
+    # queries over 2,000+ vectors (2-5x) and from 8 over 20,000+ (1.5-2x); below, it loses.
     min_rows = 8
     all_rows = 16
     min_count = 20_000
