@@ -71,6 +71,13 @@ class KeywordPlugin:
         register(KeywordEncoder, aliases=("kw",))
 
 
+def unit_rows(n: int, dim: int, seed: int = 0) -> np.ndarray:
+    """``n`` random unit vectors of width ``dim``, the same for the same seed."""
+    rows = np.random.default_rng(seed).standard_normal((n, dim)).astype(np.float32)
+    normalised: np.ndarray = rows / np.linalg.norm(rows, axis=1, keepdims=True)
+    return normalised
+
+
 @pytest.fixture
 def keyword_plugin() -> Iterator[None]:
     """Register the fake ``keyword`` encoder plugin for one test."""

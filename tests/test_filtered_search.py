@@ -8,11 +8,7 @@ import pytest
 from newwave import InvalidInputError, Recommender, Track, UnknownTrackError
 from newwave.index.faiss import FaissRetriever
 
-
-def unit_rows(n: int, dim: int, seed: int = 0) -> np.ndarray:
-    rows = np.random.default_rng(seed).standard_normal((n, dim)).astype(np.float32)
-    out: np.ndarray = rows / np.linalg.norm(rows, axis=1, keepdims=True)
-    return out
+from .conftest import unit_rows
 
 
 @pytest.fixture

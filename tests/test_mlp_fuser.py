@@ -17,6 +17,8 @@ from newwave import (
 )
 from newwave.fusion.mlp import MLPFuser, MLPFuserConfig
 
+from .conftest import unit_rows
+
 CONFIG = MLPFuserConfig(
     fields=("description", "tags"),
     input_dims={"description": 64, "tags": 64},
@@ -31,12 +33,6 @@ def saved_fuser(tmp_path: Path) -> Path:
     directory.mkdir()
     MLPFuser.initialised(CONFIG, seed=3, device="cpu").save(directory)
     return directory
-
-
-def unit_rows(n: int, dim: int, seed: int) -> np.ndarray:
-    rows = np.random.default_rng(seed).standard_normal((n, dim)).astype(np.float32)
-    out: np.ndarray = rows / np.linalg.norm(rows, axis=1, keepdims=True)
-    return out
 
 
 def test_saved_fuser_loads_through_the_plugin_and_embeds_the_same(saved_fuser: Path) -> None:

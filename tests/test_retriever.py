@@ -28,11 +28,7 @@ from newwave import (
 )
 from newwave.index.faiss import FaissRetriever
 
-
-def unit_rows(n: int, dim: int, seed: int = 0) -> np.ndarray:
-    rows = np.random.default_rng(seed).standard_normal((n, dim)).astype(np.float32)
-    normalised: np.ndarray = rows / np.linalg.norm(rows, axis=1, keepdims=True)
-    return normalised
+from .conftest import unit_rows
 
 
 @pytest.fixture
