@@ -133,14 +133,12 @@ def load_pretrained(
                 "directory. Pass the directory that from_pretrained/save_pretrained uses (the one "
                 "with config.json, the tokenizer files and the weights)."
             )
-        try:
-            return Loaded(load(str(path), True), str(path))
-        except Exception as exc:
-            if not _is_not_found(exc):
-                raise
-            raise ModelNotFoundError(
-                f"could not load the model in directory {model!r}: {exc}"
-            ) from exc
+        loaded, error = _attempt(load, str(path), local_files_only=True)
+        if loaded is not None:
+            return loaded
+        raise ModelNotFoundError(
+            f"could not load the model in directory {model!r}: {error}"
+        ) from error
     if path.exists():
         raise ModelNotFoundError(f"model {model!r} is a file; expected a model directory or hub id")
     if _looks_like_path(model):
@@ -154,14 +152,10 @@ def load_pretrained(
         )
 
     tried: list[str] = []
-    last: BaseException | None = None
-    try:
-        return Loaded(load(model, True), model)
-    except Exception as exc:
-        if not _is_not_found(exc):
-            raise
-        tried.append(f"the Hugging Face cache ({_cache_dir()}): not there")
-        last = exc
+    loaded, last = _attempt(load, model, local_files_only=True)
+    if loaded is not None:
+        return loaded
+    tried.append(f"the Hugging Face cache ({_cache_dir()}): not there")
 
     for fallback in fallbacks:
         located = fallback.locate()
@@ -169,13 +163,11 @@ def load_pretrained(
             tried.append(f"{fallback.what}: not installed")
             continue
         directory = os.fspath(located)
-        try:
-            return Loaded(load(directory, True), directory)
-        except Exception as exc:
-            if not _is_not_found(exc):
-                raise
-            tried.append(f"{fallback.what} ({directory}): unusable: {exc}")
-            last = exc
+        loaded, error = _attempt(load, directory, local_files_only=True)
+        if loaded is not None:
+            return loaded
+        tried.append(f"{fallback.what} ({directory}): unusable: {error}")
+        last = error
 
     offline = hf_offline()
     if offline:
@@ -187,13 +179,12 @@ def load_pretrained(
         if unreachable is not None:
             tried.append(f"the hub ({_endpoint()}): unreachable: {unreachable}")
         else:
-            try:
-                return Loaded(load(model, False), model)
-            except Exception as exc:
-                if not _is_not_found(exc):
-                    raise
-                tried.append(f"the hub ({_endpoint()}): {_first_line(exc)}")
-                last = exc
+            loaded, error = _attempt(load, model, local_files_only=False)
+            if loaded is not None:
+                return loaded
+            assert error is not None
+            tried.append(f"the hub ({_endpoint()}): {_first_line(error)}")
+            last = error
 
     message = (
         f"could not find the weights of model {model!r} (offline mode: "
@@ -218,6 +209,18 @@ def quiet_weight_loading(transformers: ModuleType) -> Iterator[None]:
     finally:
         if enabled:
             logging.enable_progress_bar()
+
+
+def _attempt(
+    load: Callable[[str, bool], T], source: str, *, local_files_only: bool
+) -> tuple[Loaded[T] | None, Exception | None]:
+    """Load from ``source``: the result, or the "not found" error; other errors propagate."""
+    try:
+        return Loaded(load(source, local_files_only), source), None
+    except Exception as exc:
+        if not _is_not_found(exc):
+            raise
+        return None, exc
 
 
 def _advice(model: str, fallbacks: Sequence[Fallback]) -> str:
