@@ -13,6 +13,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import importlib.metadata
+import inspect
 import os
 import threading
 import warnings
@@ -23,7 +24,12 @@ from typing import TYPE_CHECKING, Any, Literal
 import pluggy
 
 from newwave import hookspecs
-from newwave.errors import ComponentUnavailableError, PluginError, UnknownComponentError
+from newwave.errors import (
+    ComponentUnavailableError,
+    InvalidInputError,
+    PluginError,
+    UnknownComponentError,
+)
 
 if TYPE_CHECKING:
     from newwave.encoders.base import Encoder
@@ -197,6 +203,27 @@ def _build(
     kind: Kind, name: str, expected: type | tuple[type, ...], args: tuple[Any, ...], options: Any
 ) -> Any:
     registration = _resolve(kind, name)
+    try:
+        signature = inspect.signature(registration.factory)
+    except (TypeError, ValueError):  # a callable without an introspectable signature
+        signature = None
+    if signature is not None:
+        try:
+            signature.bind(*args, **options)
+        except TypeError as exc:
+            accepted = [
+                p.name
+                for p in signature.parameters.values()
+                if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+            ]
+            unknown = sorted(set(options) - set(accepted))
+            problem = f"unknown option {unknown[0]!r}" if len(unknown) == 1 else str(exc)
+            if len(unknown) > 1:
+                problem = f"unknown options {', '.join(map(repr, unknown))}"
+            raise InvalidInputError(
+                f"{kind} {registration.name!r}: {problem}; it accepts: "
+                f"{', '.join(accepted) or '(no options)'}"
+            ) from None
     component = registration.factory(*args, **options)
     if not isinstance(component, expected):
         wanted = expected if isinstance(expected, tuple) else (expected,)

@@ -35,7 +35,12 @@ import numpy as np
 
 from newwave.device import resolve_device
 from newwave.encoders.base import Encoder
-from newwave.errors import InvalidInputError, MissingDependencyError, ModelNotFoundError
+from newwave.errors import (
+    InvalidInputError,
+    MissingDependencyError,
+    ModelNotFoundError,
+    NewWaveError,
+)
 from newwave.types import FloatMatrix, Modality, Role
 
 __all__ = [
@@ -214,9 +219,21 @@ def quiet_weight_loading(transformers: ModuleType) -> Iterator[None]:
 def _attempt(
     load: Callable[[str, bool], T], source: str, *, local_files_only: bool
 ) -> tuple[Loaded[T] | None, Exception | None]:
-    """Load from ``source``: the result, or the "not found" error; other errors propagate."""
+    """Load from ``source``: the result, or the "not found" error; other errors propagate.
+
+    transformers' refusal to run a model's custom code becomes a
+    :class:`~newwave.errors.ModelNotFoundError` naming ``source``.
+    """
     try:
         return Loaded(load(source, local_files_only), source), None
+    except ValueError as exc:
+        # transformers refuses custom code: newwave passes trust_remote_code=False everywhere.
+        if "trust_remote_code" in str(exc) and not isinstance(exc, NewWaveError):
+            raise ModelNotFoundError(
+                f"model {source!r} needs custom code to load (an auto_map in its config); "
+                "newwave never runs code from a model (trust_remote_code=False)"
+            ) from None
+        raise
     except Exception as exc:
         if not _is_not_found(exc):
             raise
@@ -516,10 +533,10 @@ class TransformerTextEncoder(PretrainedEncoder[_Model]):
         def load(source: str, local_files_only: bool) -> tuple[Any, Any]:
             with quiet_weight_loading(transformers):
                 model = transformers.AutoModel.from_pretrained(
-                    source, local_files_only=local_files_only
+                    source, local_files_only=local_files_only, trust_remote_code=False
                 )
             tokenizer = transformers.AutoTokenizer.from_pretrained(
-                source, local_files_only=local_files_only
+                source, local_files_only=local_files_only, trust_remote_code=False
             )
             return tokenizer, model
 

@@ -383,7 +383,7 @@ class ClapEncoder(PretrainedEncoder[_Clap]):
 
         def load(source: str, local_files_only: bool) -> tuple[Any, Any, Any]:
             config = transformers.AutoConfig.from_pretrained(
-                source, local_files_only=local_files_only
+                source, local_files_only=local_files_only, trust_remote_code=False
             )
             if getattr(config, "model_type", None) != "clap":
                 raise InvalidInputError(
@@ -392,13 +392,13 @@ class ClapEncoder(PretrainedEncoder[_Clap]):
                 )
             with quiet_weight_loading(transformers):
                 model = transformers.ClapModel.from_pretrained(
-                    source, local_files_only=local_files_only
+                    source, local_files_only=local_files_only, trust_remote_code=False
                 )
             extractor = transformers.AutoFeatureExtractor.from_pretrained(
-                source, local_files_only=local_files_only
+                source, local_files_only=local_files_only, trust_remote_code=False
             )
             tokenizer = transformers.AutoTokenizer.from_pretrained(
-                source, local_files_only=local_files_only
+                source, local_files_only=local_files_only, trust_remote_code=False
             )
             return model, extractor, tokenizer
 
