@@ -7,6 +7,7 @@ import datetime as dt
 import importlib
 import json
 import logging
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -528,3 +529,72 @@ def test_lrc_cleaning() -> None:
     text = "[offset:+100]\r\n[00:01.2]Hello\r\n\r\n\r\n\r\n[1:02]World\r\n"
     assert readers._clean_lyrics(text) == "Hello\n\nWorld"
     assert readers._clean_lyrics("[00:01.00]\n[by:me]\n") is None
+
+
+# -- hostile sidecar files: each scan runs in a child process, so a hang fails, not blocks ------
+
+SCAN_CHILD = """
+import json, logging, resource, sys
+resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))  # /dev/zero read whole: MemoryError
+logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(message)s")
+from newwave.readers import scan_music_folder
+tracks = scan_music_folder(sys.argv[1], max_sidecar_bytes=int(sys.argv[2]))
+print(json.dumps({track.id: track.lyrics for track in tracks}))
+"""
+
+
+def _scan_in_child(folder: Path, max_bytes: int = readers.MAX_SIDECAR_BYTES) -> tuple[Any, str]:
+    """``{id: lyrics}`` of ``scan_music_folder(folder)`` run in a child, and its warnings."""
+    result = subprocess.run(
+        [sys.executable, "-c", SCAN_CHILD, str(folder), str(max_bytes)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout), result.stderr
+
+
+@pytest.fixture
+def hostile(tmp_path: Path) -> Path:
+    root = tmp_path / "music"
+    for name in ("fifo", "passwd", "zero", "big", "inside", "loop"):
+        _tone(root / f"{name}.wav")
+    os.mkfifo(root / "fifo.lrc")
+    (root / "passwd.txt").symlink_to("/etc/passwd")
+    (root / "zero.lrc").symlink_to("/dev/zero")
+    (root / "big.txt").write_bytes(b"la " * (readers.MAX_SIDECAR_BYTES // 3 + 1))
+    (root / "words").mkdir()
+    (root / "words" / "inside.txt").write_text("words from inside\n", encoding="utf-8")
+    (root / "inside.lrc").symlink_to(root / "words" / "inside.txt")
+    (root / "loop.lrc").symlink_to(root / "loop.lrc")
+    return root
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs (POSIX)")
+def test_hostile_sidecars_are_skipped_without_hanging(hostile: Path) -> None:
+    lyrics, log = _scan_in_child(hostile)
+    assert lyrics == {
+        "big.wav": None,
+        "fifo.wav": None,
+        "inside.wav": "words from inside",
+        "loop.wav": None,
+        "passwd.wav": None,
+        "zero.wav": None,
+    }
+    assert f"skipping lyrics file {hostile / 'fifo.lrc'}: not a regular file" in log
+    assert f"{hostile / 'passwd.txt'}: it links to /etc/passwd, outside the music folder" in log
+    assert f"{hostile / 'zero.lrc'}: it links to /dev/zero, outside the music folder" in log
+    assert f"{hostile / 'big.txt'}: 1000002 bytes, more than max_sidecar_bytes (1000000)" in log
+    assert f"skipping lyrics file {hostile / 'loop.lrc'}" in log
+    assert "Traceback" not in log
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs (POSIX)")
+def test_the_sidecar_size_limit_is_configurable(hostile: Path) -> None:
+    lyrics, _ = _scan_in_child(hostile, max_bytes=2_000_000)
+    assert lyrics["big.wav"] is not None
+    assert lyrics["big.wav"].startswith("la la")
+    with pytest.raises(InvalidInputError, match="max_sidecar_bytes must be a positive integer"):
+        scan_music_folder(hostile, max_sidecar_bytes=0)

@@ -50,6 +50,7 @@ import logging
 import math
 import os
 import re
+import stat
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from decimal import Decimal
 from pathlib import Path
@@ -60,12 +61,21 @@ from pydantic import JsonValue, ValidationError
 from newwave.errors import InvalidInputError, MissingDependencyError, MissingFileError
 from newwave.types import Track
 
-__all__ = ["AUDIO_EXTENSIONS", "CatalogueFormat", "read_tracks", "scan_music_folder"]
+__all__ = [
+    "AUDIO_EXTENSIONS",
+    "MAX_SIDECAR_BYTES",
+    "CatalogueFormat",
+    "read_tracks",
+    "scan_music_folder",
+]
 
 logger = logging.getLogger(__name__)
 
 CatalogueFormat: TypeAlias = Literal["csv", "tsv", "jsonl", "parquet"]
 """A catalogue file format :func:`read_tracks` reads."""
+
+#: The largest lyrics sidecar file (``.lrc``, ``.txt``) :func:`scan_music_folder` reads, in bytes.
+MAX_SIDECAR_BYTES = 1_000_000
 
 #: The extensions :func:`scan_music_folder` picks up by default.
 AUDIO_EXTENSIONS: tuple[str, ...] = (".mp3", ".flac", ".ogg", ".opus", ".m4a", ".wav")
@@ -503,6 +513,7 @@ def scan_music_folder(
     *,
     extensions: Iterable[str] = AUDIO_EXTENSIONS,
     recursive: bool = True,
+    max_sidecar_bytes: int = MAX_SIDECAR_BYTES,
 ) -> Iterator[Track]:
     """One track per audio file under ``folder``, lazily, in sorted order of relative path.
 
@@ -513,6 +524,9 @@ def scan_music_folder(
     * ``lyrics``: embedded lyrics (ID3 ``USLT`` or ``TXXX:LYRICS``, Vorbis ``LYRICS`` or
       ``UNSYNCEDLYRICS``, MP4 ``©lyr``), else a sidecar file with the same stem: ``.lrc``, with
       its ``[mm:ss.xx]`` timestamps and ``[ar:...]``-style header lines stripped, then ``.txt``.
+      A sidecar is read only if it is a regular file (not a FIFO, device or socket) of at most
+      ``max_sidecar_bytes`` (default :data:`MAX_SIDECAR_BYTES`, 1 MB) whose symbolic links, if
+      any, resolve inside ``folder``; any other is skipped with a logged warning.
     * Files mutagen cannot read (corrupt, or not really audio) still yield a track, without tags;
       a warning is logged.
 
@@ -527,8 +541,15 @@ def scan_music_folder(
     if not root.is_dir():
         raise InvalidInputError(f"{root} is a file, not a folder")
     wanted = _check_extensions(extensions)
+    max_sidecar_bytes = _check_limit("max_sidecar_bytes", max_sidecar_bytes)
     mutagen = _import_mutagen()
-    return _scan(mutagen, root.resolve(), wanted, recursive)
+    return _scan(mutagen, root.resolve(), wanted, recursive, max_sidecar_bytes)
+
+
+def _check_limit(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidInputError(f"{name} must be a positive integer, got {value!r}")
+    return value
 
 
 def _check_extensions(extensions: Iterable[str]) -> tuple[str, ...]:
@@ -556,7 +577,7 @@ def _import_mutagen() -> Any:
 
 
 def _scan(
-    mutagen: Any, root: Path, extensions: tuple[str, ...], recursive: bool
+    mutagen: Any, root: Path, extensions: tuple[str, ...], recursive: bool, max_sidecar_bytes: int
 ) -> Iterator[Track]:
     found: list[tuple[str, Path, dict[str, str]]] = []
     for directory, subdirs, files in os.walk(root):
@@ -571,12 +592,19 @@ def _scan(
                 found.append((path.relative_to(root).as_posix(), path, siblings))
     found.sort(key=lambda item: item[0])
     for track_id, path, siblings in found:
-        yield _music_track(mutagen, track_id, path, siblings)
+        yield _music_track(mutagen, track_id, path, siblings, root, max_sidecar_bytes)
 
 
-def _music_track(mutagen: Any, track_id: str, path: Path, siblings: Mapping[str, str]) -> Track:
+def _music_track(
+    mutagen: Any,
+    track_id: str,
+    path: Path,
+    siblings: Mapping[str, str],
+    root: Path,
+    max_sidecar_bytes: int,
+) -> Track:
     tags = _embedded_tags(mutagen, path)
-    lyrics = tags.pop("lyrics", None) or _sidecar_lyrics(path, siblings)
+    lyrics = tags.pop("lyrics", None) or _sidecar_lyrics(path, siblings, root, max_sidecar_bytes)
     genres = tags.pop("genre", "")
     return Track(
         id=track_id,
@@ -683,19 +711,52 @@ def _raw_lyrics(mutagen: Any, path: Path, easy: Any) -> str | None:
     return None
 
 
-def _sidecar_lyrics(path: Path, siblings: Mapping[str, str]) -> str | None:
+def _sidecar_lyrics(
+    path: Path, siblings: Mapping[str, str], root: Path, max_bytes: int
+) -> str | None:
     for suffix in (".lrc", ".txt"):
         name = siblings.get(f"{path.stem}{suffix}".lower())
         if name is None:
             continue
+        sidecar = path.with_name(name)
         try:
-            text = _decode(path.with_name(name).read_bytes())
-        except OSError as exc:
-            logger.warning("cannot read lyrics file %s: %s", path.with_name(name), exc)
+            text = _decode(_read_sidecar(sidecar, root, max_bytes))
+        except (OSError, RuntimeError, _SidecarError) as exc:  # RuntimeError: a link loop
+            logger.warning("skipping lyrics file %s: %s", sidecar, exc)
             continue
         if text.strip():
             return text
     return None
+
+
+class _SidecarError(Exception):
+    """A sidecar file that is not read: not a regular file, outside the folder, too large."""
+
+
+def _read_sidecar(sidecar: Path, root: Path, max_bytes: int) -> bytes:
+    """The bytes of a sidecar file: a regular file inside ``root``, of at most ``max_bytes``.
+
+    Symbolic links are resolved and must stay inside ``root``. The type is checked before
+    opening (opening a FIFO would block) and again on the open file, which is opened
+    non-blocking and without following a link, so a file swapped in between changes nothing.
+    """
+    real = sidecar.resolve(strict=True)
+    if real != root and root not in real.parents:
+        raise _SidecarError(f"it links to {real}, outside the music folder")
+    info = real.stat()
+    if not stat.S_ISREG(info.st_mode):
+        raise _SidecarError("not a regular file")
+    if info.st_size > max_bytes:
+        raise _SidecarError(f"{info.st_size} bytes, more than max_sidecar_bytes ({max_bytes})")
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0)
+    fd = os.open(real, flags | getattr(os, "O_BINARY", 0))
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            raise _SidecarError("not a regular file")
+        data = handle.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise _SidecarError(f"more than max_sidecar_bytes ({max_bytes}) bytes")
+    return data
 
 
 def _decode(data: bytes) -> str:
