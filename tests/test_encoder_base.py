@@ -19,6 +19,7 @@ from newwave import (
     NonFiniteVectorError,
     PluginError,
     SkippedInputWarning,
+    TruncatedTextWarning,
     UnsupportedModalityError,
     Waveform,
 )
@@ -244,3 +245,48 @@ def test_progress_bar_shows_when_asked(capsys: pytest.CaptureFixture[str]) -> No
     assert "keyword text" in capsys.readouterr().err
     KeywordEncoder(batch_size=1).encode_text(["a", "b"], show_progress_bar=False)
     assert capsys.readouterr().err == ""
+
+
+# -- long text: documents refused past max_text_chars, queries cut with a warning -------------
+
+
+def test_a_document_past_the_limit_is_refused_with_its_size() -> None:
+    encoder = KeywordEncoder()
+    text = "piano " * 20_000  # 120 000 characters
+    with pytest.raises(InvalidInputError) as info:
+        encoder.encode_text(["short", text])
+    message = str(info.value)
+    assert message.startswith("text 1 has 120,000 characters, more than encoder 'keyword' takes")
+    assert "max_text_chars=100,000" in message
+    assert "NEWWAVE_MAX_TEXT_CHARS" in message
+    assert encoder.calls == []  # refused before any work
+    encoder.max_text_chars = 200_000
+    assert encoder.encode_text([text]).shape == (1, 64)
+
+
+def test_the_limit_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    encoder = KeywordEncoder()
+    monkeypatch.setenv("NEWWAVE_MAX_TEXT_CHARS", "10")
+    assert encoder.text_limit_chars() == 10
+    with pytest.raises(InvalidInputError, match=r"\(max_text_chars=10\);"):
+        encoder.encode_text(["eleven char"])
+    encoder.max_text_chars = 11  # the instance's own value wins
+    assert encoder.encode_text(["eleven char"]).shape == (1, 64)
+    monkeypatch.setenv("NEWWAVE_MAX_TEXT_CHARS", "lots")
+    with pytest.raises(InvalidInputError, match="NEWWAVE_MAX_TEXT_CHARS must be a positive"):
+        KeywordEncoder().encode_text(["x"])
+
+
+def test_a_long_query_is_cut_to_the_limit_with_one_warning() -> None:
+    encoder = KeywordEncoder()
+    encoder.max_text_chars = 20
+    queries = ["piano ballad " * 10, "short", "guitar solo " * 10]
+    with pytest.warns(TruncatedTextWarning) as record:
+        vectors = encoder.encode_queries(queries)
+    assert len(record) == 1
+    warning = record[0].message
+    assert isinstance(warning, TruncatedTextWarning)
+    assert warning.truncated == [(0, 130, 20), (2, 120, 20)]
+    assert "query 0: 20 of 130" in str(warning)
+    cut = encoder.encode_queries([q[:20] for q in queries])
+    np.testing.assert_array_equal(vectors, cut)

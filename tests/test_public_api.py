@@ -32,6 +32,7 @@ DOCUMENTED = {
     "Retriever",
     "SkippedInputWarning",
     "Track",
+    "TruncatedTextWarning",
     "UnknownComponentError",
     "UnknownTrackError",
     "UnsupportedModalityError",

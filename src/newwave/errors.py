@@ -20,6 +20,7 @@ Every error derives from :class:`NewWaveError` and also from the builtin excepti
     └── IndexCorruptError            (ValueError)     a saved directory that cannot be trusted
 
     SkippedInputWarning              (UserWarning)    inputs skipped with on_error="skip"
+    TruncatedTextWarning             (UserWarning)    queries embedded from their start only
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ __all__ = [
     "NonFiniteVectorError",
     "PluginError",
     "SkippedInputWarning",
+    "TruncatedTextWarning",
     "UnknownComponentError",
     "UnknownTrackError",
     "UnsupportedModalityError",
@@ -127,4 +129,20 @@ class SkippedInputWarning(UserWarning):
         super().__init__(
             f"encoder {encoder!r} skipped {len(failures)} {modality} input(s), "
             f"their rows are zeros: {shown}{more}"
+        )
+
+
+class TruncatedTextWarning(UserWarning):
+    """Some queries were longer than the encoder sees; each was embedded from its start only.
+
+    ``truncated`` lists ``(index, characters given, characters embedded)`` for each one.
+    """
+
+    def __init__(self, encoder: str, truncated: Sequence[tuple[int, int, int]]):
+        self.truncated = list(truncated)
+        shown = "; ".join(f"query {i}: {kept:,} of {given:,}" for i, given, kept in truncated[:5])
+        more = f"; and {len(truncated) - 5} more" if len(truncated) > 5 else ""
+        super().__init__(
+            f"encoder {encoder!r} embedded {len(truncated)} long query(ies) from their start "
+            f"only, the rest is ignored (characters embedded: {shown}{more})"
         )

@@ -35,6 +35,7 @@ from newwave.errors import (
     MissingFileError,
     ModelNotFoundError,
     SkippedInputWarning,
+    TruncatedTextWarning,
 )
 from newwave.plugins import load_encoder
 from newwave.types import Waveform
@@ -598,3 +599,15 @@ def test_a_long_file_with_max_windows_decodes_only_its_windows(
     for got, ref in zip(windows, expected, strict=True):
         assert _cos(got, ref) > 0.9999
     assert Windowing(max_windows=3).offsets(95.0) == (0.0, 42.5, 85.0)
+
+
+def test_a_long_query_is_cut_to_the_text_limit_with_a_warning(
+    encoder: ClapEncoder, reference: Reference
+) -> None:
+    query = " ".join([WORDS] * 20_000)  # 1.6 million characters
+    with pytest.warns(TruncatedTextWarning, match="from their start only"):
+        (vector,) = encoder.encode_queries([query])
+    expected = reference.text([" ".join([WORDS] * 10)], truncation=True, max_length=62)[0]
+    assert _cos(vector, expected) > 0.9999
+    with pytest.raises(InvalidInputError, match="max_text_chars=100,000"):
+        encoder.encode_text([query])  # a document that long is refused

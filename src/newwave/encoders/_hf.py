@@ -49,6 +49,7 @@ __all__ = [
     "Loaded",
     "PretrainedEncoder",
     "TransformerTextEncoder",
+    "fit_to_tokens",
     "hf_offline",
     "import_backend",
     "load_pretrained",
@@ -483,6 +484,11 @@ class TransformerTextEncoder(PretrainedEncoder[_Model]):
         """Extra directories to try after the HF cache; none by default."""
         return ()
 
+    def _fit_query(self, text: str, max_chars: int) -> str:
+        """A query is embedded from its first window of ``max_length`` tokens only."""
+        state = self._load()
+        return fit_to_tokens(state.tokenizer, text[:max_chars], state.max_length)
+
     def _encode_batch(self, batch: list[Any], modality: Modality, role: Role) -> FloatMatrix:
         state = self._load()
         torch = state.torch
@@ -563,6 +569,29 @@ class TransformerTextEncoder(PretrainedEncoder[_Model]):
                 f"{self.model!r}; it must exceed stride ({self.stride}) and be at least 1"
             )
         return _Model(torch, tokenizer, model, max_length, loaded.source)
+
+
+def fit_to_tokens(tokenizer: Any, text: str, max_length: int) -> str:
+    """The start of ``text`` that ``tokenizer`` turns into at most ``max_length`` tokens (special
+    tokens included), cut at a token's end; ``text`` itself when nothing else would be left.
+
+    A prefix of ``32 * max_length`` characters is tokenised first: when its tokens overflow the
+    window, as they do for ordinary text, the rest of a long text is never tokenised.
+    """
+
+    def fit(part: str) -> str:
+        encoded = tokenizer(
+            part, truncation=True, max_length=max_length, return_offsets_mapping=True, verbose=False
+        )
+        end = max((int(stop) for _, stop in encoded["offset_mapping"]), default=0)
+        return part if not part[end:].strip() else part[:end]
+
+    probe = text[: 32 * max_length]
+    if len(probe) < len(text):
+        fitted = fit(probe)
+        if len(fitted) < len(probe):
+            return fitted
+    return fit(text)
 
 
 def _pool_windows(windows: Any, owner: Any, counts: Any, n: int) -> FloatMatrix:

@@ -20,11 +20,17 @@ from newwave.errors import (
     NonFiniteVectorError,
     PluginError,
     SkippedInputWarning,
+    TruncatedTextWarning,
     UnsupportedModalityError,
 )
 from newwave.types import AudioInput, FloatMatrix, Modality, Role, Waveform
 
-__all__ = ["Encoder"]
+__all__ = ["DEFAULT_MAX_TEXT_CHARS", "MAX_TEXT_CHARS_ENV", "Encoder"]
+
+#: The longest text, in characters, an encoder takes by default (:attr:`Encoder.max_text_chars`).
+DEFAULT_MAX_TEXT_CHARS = 100_000
+#: The environment variable that changes that default, e.g. ``NEWWAVE_MAX_TEXT_CHARS=1000000``.
+MAX_TEXT_CHARS_ENV = "NEWWAVE_MAX_TEXT_CHARS"
 
 Skipped = tuple[int, Any, Exception]
 """A skipped input: its index, the input, and why."""
@@ -38,9 +44,20 @@ class Encoder(ABC):
     shows a progress bar, checks the output and L2-normalises it. Every ``encode_*`` method returns
     a 2-D, C-contiguous float32 array of shape ``(len(inputs), dim)``, so the inner product of two
     rows is their cosine similarity.
+
+    **Long text.** :attr:`max_text_chars` bounds the work one text can cause. A document (the
+    default ``role``) longer than that is refused with an
+    :class:`~newwave.errors.InvalidInputError` giving its size and the limit. A query is never
+    refused: it is embedded from its start, cut to what the model sees (:meth:`_fit_query`; for
+    the transformer encoders, their first token window), with one
+    :class:`~newwave.errors.TruncatedTextWarning` per call listing the queries cut.
     """
 
     name: ClassVar[str] = ""
+    #: The longest text in characters; ``None`` (the default): the value of the environment
+    #: variable ``NEWWAVE_MAX_TEXT_CHARS``, else :data:`DEFAULT_MAX_TEXT_CHARS` (100 000). Set it
+    #: on an instance to change it for that encoder.
+    max_text_chars: int | None = None
     modalities: ClassVar[frozenset[Modality]] = frozenset({"text"})
     default_batch_size: ClassVar[int] = 32
 
@@ -98,6 +115,17 @@ class Encoder(ABC):
         if role not in ("query", "document"):
             raise InvalidInputError(f"role must be 'query' or 'document', got {role!r}")
         items = self._check_texts(texts)
+        limit = self.text_limit_chars()
+        if role == "document":
+            for i, text in enumerate(items):
+                if len(text) > limit:
+                    raise InvalidInputError(
+                        f"text {i} has {len(text):,} characters, more than encoder "
+                        f"{self.name!r} takes (max_text_chars={limit:,}); shorten it, or raise "
+                        f"the limit (the encoder's max_text_chars, or {MAX_TEXT_CHARS_ENV})"
+                    )
+        else:
+            items = self._fit_queries(items, limit)
         return self._encode(items, "text", role, batch_size, show_progress_bar)
 
     def encode_queries(
@@ -133,10 +161,49 @@ class Encoder(ABC):
             items, "audio", "document", batch_size, show_progress_bar, skip=on_error == "skip"
         )
 
+    def text_limit_chars(self) -> int:
+        """The longest text this encoder takes, in characters (see :attr:`max_text_chars`)."""
+        limit: Any = self.max_text_chars
+        what = "max_text_chars"
+        if limit is None:
+            raw = os.environ.get(MAX_TEXT_CHARS_ENV, "").strip()
+            if not raw:
+                return DEFAULT_MAX_TEXT_CHARS
+            what = MAX_TEXT_CHARS_ENV
+            try:
+                limit = int(raw)
+            except ValueError:
+                limit = raw
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise InvalidInputError(f"{what} must be a positive integer, got {limit!r}")
+        return limit
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, model_id={self.model_id!r})"
 
     # -- shared machinery ---------------------------------------------------------------------
+
+    def _fit_query(self, text: str, max_chars: int) -> str:
+        """The start of query ``text`` that the model sees; by default its first ``max_chars``.
+
+        Encoders that see a bounded window (e.g. a number of tokens) override this to cut a query
+        to that window, so that a long query costs what a short one does; the text returned
+        must be a prefix of ``text``, and ``text`` itself when nothing is left out.
+        """
+        return text[:max_chars]
+
+    def _fit_queries(self, texts: list[str], max_chars: int) -> list[str]:
+        """:meth:`_fit_query` each text; one :class:`TruncatedTextWarning` for those cut."""
+        fitted: list[str] = []
+        cut: list[tuple[int, int, int]] = []
+        for i, text in enumerate(texts):
+            kept = self._fit_query(text, max_chars)
+            if len(kept) < len(text) and text[len(kept) :].strip():
+                cut.append((i, len(text), len(kept)))
+            fitted.append(kept if kept.strip() else text[:max_chars])
+        if cut:
+            warnings.warn(TruncatedTextWarning(self.name, cut), stacklevel=4)
+        return fitted
 
     def _encode(
         self,

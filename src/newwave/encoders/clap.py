@@ -22,6 +22,7 @@ from newwave.audio import (
 )
 from newwave.encoders._hf import (
     PretrainedEncoder,
+    fit_to_tokens,
     import_backend,
     load_pretrained,
     quiet_weight_loading,
@@ -235,6 +236,12 @@ class ClapEncoder(PretrainedEncoder[_Clap]):
                 out[i] = vectors
         self._warn_skipped("audio", skipped, stacklevel=2)
         return out
+
+    def _fit_query(self, text: str, max_chars: int) -> str:
+        """A query is embedded from its first :attr:`text_limit` tokens only."""
+        state = self._load()
+        with self._tokenizer_lock:
+            return fit_to_tokens(state.tokenizer, text[:max_chars], state.max_text_length)
 
     def _prepare(self, item: Any, modality: Modality) -> Any:
         """Audio: decode a file's windows, or cut a waveform's; an array (windows, samples)."""
