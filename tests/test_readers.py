@@ -330,7 +330,7 @@ def test_jsonl_errors_name_file_and_line(
 def test_jsonl_undecodable_bytes(tmp_path: Path) -> None:
     source = tmp_path / "bad.jsonl"
     source.write_bytes(b'{"id": "a"}\n{"id": "\xff\xfe"}\n')
-    with pytest.raises(InvalidInputError, match=r"bad\.jsonl, line \d: cannot parse the line"):
+    with pytest.raises(InvalidInputError, match=r"bad\.jsonl, line 2: not UTF-8 text"):
         list(read_tracks(source))
 
 
@@ -598,3 +598,69 @@ def test_the_sidecar_size_limit_is_configurable(hostile: Path) -> None:
     assert lyrics["big.wav"].startswith("la la")
     with pytest.raises(InvalidInputError, match="max_sidecar_bytes must be a positive integer"):
         scan_music_folder(hostile, max_sidecar_bytes=0)
+
+
+# -- sizes and encodings ----------------------------------------------------------------------
+
+
+def test_a_value_past_max_field_chars_is_an_error_naming_the_row(tmp_path: Path) -> None:
+    big = "la " * 400_000  # 1.2 million characters
+    jsonl = _write_jsonl(tmp_path / "c.jsonl", [{"id": "a"}, {"id": "b", "description": big}])
+    with pytest.raises(
+        InvalidInputError,
+        match=r"c\.jsonl, line 2: column 'description' has 1,200,000 characters, more than "
+        r"max_field_chars \(100,000\)",
+    ):
+        list(read_tracks(jsonl))
+    assert len(list(read_tracks(jsonl, max_field_chars=2_000_000))) == 2
+    tags = _write_jsonl(tmp_path / "t.jsonl", [{"id": "a", "tags": ["x" * 60_000] * 2}])
+    with pytest.raises(InvalidInputError, match=r"line 1: column 'tags' has 120,000 characters"):
+        list(read_tracks(tags))
+    rows: list[dict[str, Any]] = [{"id": "a", "lyrics": "x"}, {"id": "b", "lyrics": big}]
+    with pytest.raises(InvalidInputError, match=r"p\.parquet, row 2: column 'lyrics' has 1,2"):
+        list(read_tracks(_write_parquet(tmp_path / "p.parquet", rows)))
+    with pytest.raises(InvalidInputError, match="max_field_chars must be a positive integer"):
+        read_tracks(jsonl, max_field_chars=0)
+
+
+def test_csv_fields_past_the_limit_name_the_line(tmp_path: Path) -> None:
+    source = _write_csv(
+        tmp_path / "c.csv", [{"id": "a", "t": "x"}, {"id": "b", "t": "y" * 120_000}]
+    )
+    with pytest.raises(InvalidInputError, match=r"c\.csv, line 3: column 't' has 120,000 char"):
+        list(read_tracks(source))
+    huge = _write_csv(tmp_path / "h.csv", [{"id": "a", "t": "x"}, {"id": "b", "t": "y" * 300_000}])
+    with pytest.raises(InvalidInputError, match=r"h\.csv, line 3: .*than max_field_chars \(100,0"):
+        list(read_tracks(huge))  # maybe past the csv module's own limit (131 072 by default)
+    assert len(list(read_tracks(huge, max_field_chars=400_000))) == 2
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
+def test_text_that_is_not_utf8_is_named_by_its_line(tmp_path: Path, suffix: str) -> None:
+    lines = ["id,title"] if suffix == ".csv" else []
+    row = "{0},Song {0}" if suffix == ".csv" else '{{"id": "{0}", "title": "Song {0}"}}'
+    lines += [row.format(i) for i in range(3000)]
+    bad = len(lines) - 5
+    lines[bad - 1] = lines[bad - 1].replace("Song", "Caf\xe9")  # Latin-1, not UTF-8
+    source = tmp_path / f"latin{suffix}"
+    source.write_bytes("\n".join(lines).encode("latin-1"))
+    with pytest.raises(
+        InvalidInputError, match=rf"latin\{suffix}, line {bad}: not UTF-8 text \(byte 0xe9 at"
+    ):
+        list(read_tracks(source))
+
+
+def test_deeply_nested_values_are_errors(tmp_path: Path) -> None:
+    deep = "[" * 100_000 + "]" * 100_000
+    source = tmp_path / "deep.jsonl"
+    source.write_text('{"id": "a"}\n{"id": "b", "x": ' + deep + "}\n", encoding="utf-8")
+    with pytest.raises(InvalidInputError, match=r"deep\.jsonl, line 2: .*nested too deeply"):
+        list(read_tracks(source))
+    nested = '{"id": "a", "x": ' + "[" * 32 + "]" * 32 + "}\n"
+    nested += '{"id": "b", "x": ' + "[" * 200 + "]" * 200 + "}\n"
+    (tmp_path / "n.jsonl").write_text(nested, encoding="utf-8")
+    with pytest.raises(InvalidInputError, match=r"n\.jsonl, line 2: column 'x' is nested more "):
+        assert [t.id for t in read_tracks(tmp_path / "n.jsonl")] == ["a"]
+    tags = _write_csv(tmp_path / "tags.csv", [{"id": "a", "tags": "[" * 5000 + "]" * 5000}])
+    with pytest.raises(InvalidInputError, match=r"line 2: tags look like a list but cannot be"):
+        list(read_tracks(tags))

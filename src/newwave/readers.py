@@ -32,6 +32,10 @@ file's contents while iterating::
   ``metadata`` column holding an object (a file of dumped tracks) is merged in.
 * **Audio** paths relative to the catalogue file are resolved against its directory (``~`` is
   expanded); absolute paths and URLs (``scheme://...``) are kept as they are.
+* **Size**: a value (a column's text, or a list's strings together) of more than
+  ``max_field_chars`` characters (default :data:`MAX_FIELD_CHARS`, 100 000) is an error; so are
+  a metadata value nested more than :data:`MAX_NESTING` (64) levels deep and text that is not
+  UTF-8, named by the line it is on.
 * **Errors**: a missing or empty id, a duplicate id, a missing column, a row that cannot be parsed
   raise :class:`~newwave.errors.InvalidInputError` naming the file, the line (CSV, TSV, JSONL;
   where a CSV record starts) or the row (Parquet, from 1), and the problem.
@@ -63,6 +67,8 @@ from newwave.types import Track
 
 __all__ = [
     "AUDIO_EXTENSIONS",
+    "MAX_FIELD_CHARS",
+    "MAX_NESTING",
     "MAX_SIDECAR_BYTES",
     "CatalogueFormat",
     "read_tracks",
@@ -73,6 +79,12 @@ logger = logging.getLogger(__name__)
 
 CatalogueFormat: TypeAlias = Literal["csv", "tsv", "jsonl", "parquet"]
 """A catalogue file format :func:`read_tracks` reads."""
+
+#: The most characters a catalogue value may have in :func:`read_tracks` (``max_field_chars``).
+MAX_FIELD_CHARS = 100_000
+
+#: The deepest nesting of lists and objects a metadata value may have in :func:`read_tracks`.
+MAX_NESTING = 64
 
 #: The largest lyrics sidecar file (``.lrc``, ``.txt``) :func:`scan_music_folder` reads, in bytes.
 MAX_SIDECAR_BYTES = 1_000_000
@@ -106,6 +118,10 @@ class _RowError(Exception):
     """A problem with one record; the reader adds the file and the line or row."""
 
 
+class _NestingError(Exception):
+    """A metadata value nested more than :data:`MAX_NESTING` levels deep."""
+
+
 # -- read_tracks ------------------------------------------------------------------------------
 
 
@@ -116,13 +132,15 @@ def read_tracks(
     format: CatalogueFormat | None = None,
     tag_separator: str = ",",
     metadata: Sequence[str] | Literal["rest"] = "rest",
+    max_field_chars: int = MAX_FIELD_CHARS,
 ) -> Iterator[Track]:
     """Read the tracks of a CSV, TSV, JSONL or Parquet catalogue, lazily, in file order.
 
     ``columns`` maps Track fields to the file's column names (unmapped fields use the column of
     the same name when present); ``tag_separator`` splits tags given as a plain string;
     ``metadata`` is ``"rest"`` (every other column) or the column names to keep in
-    :attr:`Track.metadata`. The rules are in the :mod:`newwave.readers` docstring.
+    :attr:`Track.metadata`; ``max_field_chars`` (default :data:`MAX_FIELD_CHARS`, 100 000) is
+    the most characters a value may have. The rules are in the :mod:`newwave.readers` docstring.
 
     Raises :class:`MissingFileError` for a missing file, :class:`MissingDependencyError` for
     Parquet without pyarrow (``newwave[parquet]``), and :class:`InvalidInputError` for bad
@@ -138,14 +156,16 @@ def read_tracks(
     if not isinstance(tag_separator, str) or not tag_separator:
         raise InvalidInputError("tag_separator must be a non-empty string")
     wanted = _check_metadata(metadata)
+    limit = _check_limit("max_field_chars", max_field_chars)
     base = source.resolve().parent
     if fmt == "parquet":
         parquet = _import_pyarrow_parquet()
-        return _read_parquet(parquet, source, base, mapping, tag_separator, wanted)
+        return _read_parquet(parquet, _Builder(source, base, tag_separator, limit), mapping, wanted)
     if fmt == "jsonl":
-        return _read_jsonl(source, base, mapping, tag_separator, wanted)
+        return _read_jsonl(_Builder(source, base, tag_separator, limit), mapping, wanted)
     delimiter = "\t" if fmt == "tsv" else ","
-    return _read_csv(source, base, mapping, tag_separator, wanted, delimiter)
+    builder = _Builder(source, base, tag_separator, limit, text_values=True)
+    return _read_csv(builder, mapping, wanted, delimiter)
 
 
 def _resolve_format(path: Path, fmt: str | None) -> CatalogueFormat:
@@ -222,10 +242,19 @@ def _plan(
 class _Builder:
     """Turns records into Tracks, checking ids are unique across the file."""
 
-    def __init__(self, source: Path, base: Path, tag_separator: str, *, text_values: bool):
+    def __init__(
+        self,
+        source: Path,
+        base: Path,
+        tag_separator: str,
+        max_field_chars: int,
+        *,
+        text_values: bool = False,
+    ):
         self.source = source
         self.base = base
         self.tag_separator = tag_separator
+        self.max_field_chars = max_field_chars
         self.convert: Callable[[Any], JsonValue] = _csv_json if text_values else _json_value
         self.seen: dict[str, str] = {}
 
@@ -236,9 +265,12 @@ class _Builder:
         self, record: Record, fields: Mapping[str, str], meta_columns: Sequence[str], where: str
     ) -> Track:
         try:
+            self._check_sizes(record, [*fields.values(), *meta_columns])
             track = self._build(record, fields, meta_columns)
         except _RowError as exc:
             raise self.error(where, str(exc)) from None
+        except RecursionError:
+            raise self.error(where, "a value is nested too deeply") from None
         except ValidationError as exc:
             problems = "; ".join(
                 f"{'.'.join(map(str, e['loc'])) or 'track'}: {e['msg']}" for e in exc.errors()
@@ -249,6 +281,20 @@ class _Builder:
             raise self.error(where, f"duplicate id {track.id!r} (first at {first})")
         self.seen[track.id] = where
         return track
+
+    def _check_sizes(self, record: Record, columns: Iterable[str]) -> None:
+        limit = self.max_field_chars
+        for column in dict.fromkeys(columns):
+            value = record[column]
+            if isinstance(value, (list, tuple)):
+                size = sum(len(item) for item in value if isinstance(item, (str, bytes)))
+            else:
+                size = len(value) if isinstance(value, (str, bytes)) else 0
+            if size > limit:
+                raise _RowError(
+                    f"column {column!r} has {size:,} characters, more than max_field_chars "
+                    f"({limit:,})"
+                )
 
     def _build(self, record: Record, fields: Mapping[str, str], meta: Sequence[str]) -> Track:
         text: dict[str, str | None] = {}
@@ -267,7 +313,12 @@ class _Builder:
         tags = () if tags_column is None else _tags(record[tags_column], self.tag_separator)
         values: dict[str, JsonValue] = {}
         for name in meta:
-            value = self.convert(record[name])
+            try:
+                value = self.convert(record[name])
+            except _NestingError:
+                raise _RowError(
+                    f"column {name!r} is nested more than {MAX_NESTING} levels deep"
+                ) from None
             if name == "metadata" and isinstance(value, dict):
                 values.update(value)
             else:
@@ -330,7 +381,7 @@ def _list_literal(text: str) -> list[Any]:
     """A JSON or Python list literal, parsed safely (``ast.literal_eval`` evaluates nothing)."""
     try:
         parsed: Any = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         try:
             parsed = ast.literal_eval(text)
         except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
@@ -340,8 +391,10 @@ def _list_literal(text: str) -> list[Any]:
     return list(parsed)
 
 
-def _json_value(value: Any) -> JsonValue:
+def _json_value(value: Any, depth: int = 0) -> JsonValue:
     """A JSON-compatible copy of a JSON or Arrow value; NaN and infinities become None."""
+    if depth > MAX_NESTING:
+        raise _NestingError
     if value is None or isinstance(value, (bool, int, str)):
         return value
     if isinstance(value, float):
@@ -356,10 +409,10 @@ def _json_value(value: Any) -> JsonValue:
     if isinstance(value, bytes):
         return value.decode("utf-8", errors="replace")
     if isinstance(value, Mapping):
-        return {str(key): _json_value(item) for key, item in value.items()}
+        return {str(key): _json_value(item, depth + 1) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
         # Arrow map columns arrive as lists of (key, value) tuples.
-        return [_json_value(item) for item in value]
+        return [_json_value(item, depth + 1) for item in value]
     return str(value)
 
 
@@ -384,14 +437,11 @@ def _csv_json(value: Any) -> JsonValue:
 
 
 def _read_csv(
-    source: Path,
-    base: Path,
-    mapping: dict[str, str],
-    tag_separator: str,
-    wanted: list[str] | None,
-    delimiter: str,
+    builder: _Builder, mapping: dict[str, str], wanted: list[str] | None, delimiter: str
 ) -> Iterator[Track]:
-    builder = _Builder(source, base, tag_separator, text_values=True)
+    source = builder.source
+    if csv.field_size_limit() <= builder.max_field_chars:  # so that our limit is the one met
+        csv.field_size_limit(builder.max_field_chars + 1)
     with source.open(encoding="utf-8-sig", newline="") as handle:
         reader = csv.reader(handle, delimiter=delimiter, strict=True)
         header: list[str] | None = None
@@ -404,7 +454,15 @@ def _read_csv(
                 row = next(reader)
             except StopIteration:
                 return
-            except (csv.Error, UnicodeDecodeError) as exc:
+            except UnicodeDecodeError as exc:
+                raise _undecodable(builder, exc) from None
+            except csv.Error as exc:
+                if "field larger than field limit" in str(exc):
+                    raise builder.error(
+                        where,
+                        f"a field has more characters than max_field_chars "
+                        f"({builder.max_field_chars:,})",
+                    ) from None
                 raise builder.error(where, f"cannot parse the row: {exc}") from None
             if not row:  # a blank line
                 continue
@@ -426,10 +484,9 @@ def _read_csv(
 
 
 def _read_jsonl(
-    source: Path, base: Path, mapping: dict[str, str], tag_separator: str, wanted: list[str] | None
+    builder: _Builder, mapping: dict[str, str], wanted: list[str] | None
 ) -> Iterator[Track]:
-    builder = _Builder(source, base, tag_separator, text_values=False)
-    with source.open(encoding="utf-8-sig") as handle:
+    with builder.source.open(encoding="utf-8-sig") as handle:
         number = 0
         while True:
             number += 1
@@ -437,7 +494,7 @@ def _read_jsonl(
             try:
                 line = handle.readline()
             except UnicodeDecodeError as exc:
-                raise builder.error(where, f"cannot parse the line: {exc}") from None
+                raise _undecodable(builder, exc) from None
             if not line:
                 return
             if not line.strip():
@@ -446,6 +503,8 @@ def _read_jsonl(
                 record = json.loads(line)
             except ValueError as exc:
                 raise builder.error(where, f"cannot parse the line as JSON: {exc}") from None
+            except RecursionError:
+                raise builder.error(where, "cannot parse the line: nested too deeply") from None
             if not isinstance(record, dict):
                 kind = type(record).__name__
                 raise builder.error(where, f"expected a JSON object, found a {kind}")
@@ -454,6 +513,30 @@ def _read_jsonl(
             except _RowError as exc:
                 raise builder.error(where, str(exc)) from None
             yield builder.build(record, fields, meta, where)
+
+
+def _undecodable(builder: _Builder, exc: UnicodeDecodeError) -> InvalidInputError:
+    """The error for text that is not UTF-8, naming the line it is on.
+
+    Text files are decoded in blocks, so the line being read when decoding fails may come
+    before the bad bytes; the file is scanned again, line by line, to find them.
+    """
+    number = 0
+    with builder.source.open("rb") as handle:
+        for raw in handle:
+            pieces = raw.replace(b"\r\n", b"\n").split(b"\r")  # \r alone ends a line too
+            for piece in pieces:
+                number += 1
+                try:
+                    piece.decode("utf-8-sig" if number == 1 else "utf-8")
+                except UnicodeDecodeError as bad:
+                    byte = piece[bad.start : bad.start + 1].hex()
+                    return builder.error(
+                        f"line {number}",
+                        f"not UTF-8 text (byte 0x{byte} at character {bad.start + 1}); "
+                        "save the file as UTF-8",
+                    )
+    return builder.error("line 1", f"not UTF-8 text ({exc}); save the file as UTF-8")
 
 
 def _import_pyarrow_parquet() -> Any:
@@ -468,14 +551,9 @@ def _import_pyarrow_parquet() -> Any:
 
 
 def _read_parquet(
-    pq: Any,
-    source: Path,
-    base: Path,
-    mapping: dict[str, str],
-    tag_separator: str,
-    wanted: list[str] | None,
+    pq: Any, builder: _Builder, mapping: dict[str, str], wanted: list[str] | None
 ) -> Iterator[Track]:
-    builder = _Builder(source, base, tag_separator, text_values=False)
+    source = builder.source
     try:
         parquet_file = pq.ParquetFile(source)
     except Exception as exc:  # pyarrow raises ArrowInvalid, OSError, ...
