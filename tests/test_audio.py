@@ -355,3 +355,44 @@ def test_load_windows_accepts_path_objects_and_strings(tmp_path: Path) -> None:
     b = load_windows(os.fspath(path), Windowing(window_seconds=0.5))
     np.testing.assert_array_equal(a, b)
     assert a.shape == (2, SR // 2)
+
+
+def test_iter_windows_streams_every_window_a_chunk_at_a_time(
+    ten_minutes: tuple[Path, np.ndarray],
+) -> None:
+    path, x = ten_minutes
+    windowing = Windowing(hop_seconds=7.5)
+    starts = windowing.starts(x.size, SR)
+    assert audio.window_starts(path, windowing, sample_rate=SR) == starts
+    tracemalloc.start()
+    try:
+        sizes, peak = [], 0
+        for i, chunk in enumerate(audio.iter_windows(path, windowing, sample_rate=SR, chunk=4)):
+            sizes.append(len(chunk))
+            for window, start in zip(chunk, starts[4 * i : 4 * i + 4], strict=True):
+                np.testing.assert_array_equal(window, x[start : start + 10 * SR])
+            peak = max(peak, tracemalloc.get_traced_memory()[1])
+            tracemalloc.reset_peak()
+    finally:
+        tracemalloc.stop()
+    assert sum(sizes) == len(starts) == 80
+    assert set(sizes) == {4}
+    assert peak < 4 * 4 * 10 * SR * 4  # a few chunks of 4 windows, far below the 115 MB file
+
+
+def test_iter_windows_of_short_and_resampled_files(tmp_path: Path) -> None:
+    x = _ramp(25 * SR)
+    path = tmp_path / "ramp.wav"
+    sf.write(path, x, SR, subtype="PCM_16")
+    got = np.concatenate(list(audio.iter_windows(path, Windowing(), sample_rate=SR, chunk=2)))
+    np.testing.assert_array_equal(got, cut_windows(x, Windowing(), SR))
+    short = tmp_path / "short.wav"
+    sf.write(short, x[: 2 * SR], SR, subtype="PCM_16")
+    (one,) = audio.iter_windows(short, Windowing(), sample_rate=SR)
+    np.testing.assert_array_equal(one, repeat_pad(x[: 2 * SR], 10 * SR)[None])
+    slow = tmp_path / "tone44.wav"
+    sf.write(slow, _tone(35.0, rate=44100), 44100)
+    streamed = np.concatenate(list(audio.iter_windows(slow, Windowing(), chunk=3)))
+    np.testing.assert_allclose(streamed, load_windows(slow, Windowing()), atol=1e-4)
+    with pytest.raises(InvalidInputError, match="chunk must be a positive integer"):
+        next(audio.iter_windows(slow, Windowing(), chunk=0))

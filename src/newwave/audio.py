@@ -5,7 +5,8 @@ libsndfile >= 1.1, AIFF, ...; other formats through librosa/audioread when a bac
 ffmpeg is installed) to mono float32 at a chosen sample rate, reading only the part asked for.
 :class:`Windowing` says which fixed-length windows of a track a model sees, and
 :func:`load_windows` decodes exactly those windows, so that a long file is never held in memory
-whole when only a few windows are needed.
+whole when only a few windows are needed; :func:`iter_windows` decodes them a few at a time, so
+that memory does not grow with the length of the file.
 
 NumPy is the only import at module level; soundfile, soxr and librosa are imported when used.
 """
@@ -36,11 +37,13 @@ __all__ = [
     "Windowing",
     "audio_duration",
     "cut_windows",
+    "iter_windows",
     "load_audio",
     "load_windows",
     "repeat_pad",
     "resample",
     "to_mono",
+    "window_starts",
 ]
 
 FloatArray = npt.NDArray[np.float32]
@@ -320,6 +323,65 @@ def load_windows(
     if not windows:
         raise AudioDecodeError(f"{name}: no audio could be decoded at the window offsets")
     return np.stack(windows)
+
+
+def window_starts(
+    path: str | os.PathLike[str], windowing: Windowing, *, sample_rate: int = 48000
+) -> tuple[int, ...]:
+    """Start offsets, in samples at ``sample_rate``, of the windows of an audio file.
+
+    From the duration in the file's header (:func:`audio_duration`): nothing is decoded.
+    """
+    sample_rate = _check_rate(sample_rate)
+    return windowing.starts(round(audio_duration(path) * sample_rate), sample_rate)
+
+
+def iter_windows(
+    path: str | os.PathLike[str],
+    windowing: Windowing,
+    *,
+    sample_rate: int = 48000,
+    chunk: int = 16,
+) -> Iterator[FloatArray]:
+    """The windows of :func:`load_windows`, ``chunk`` at a time: arrays (<= chunk, window_len).
+
+    Each window is decoded on its own with :func:`load_audio` (seeking to it), so memory holds
+    ``chunk`` windows whatever the length of the file: a ten-hour file costs what a one-minute
+    one does. The windows are those of :func:`load_windows` up to float rounding (and, for MP3,
+    the decoder's first milliseconds after a seek). Formats libsndfile does not read (decoded
+    through librosa, which cannot seek) are decoded whole, then cut, as :func:`load_windows`
+    does. Errors as for :func:`load_audio`, raised when the chunk at fault is decoded.
+    """
+    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+        raise InvalidInputError(f"chunk must be a positive integer, got {chunk!r}")
+    name = _check_file(path)
+    sample_rate = _check_rate(sample_rate)
+    w = windowing.window_samples(sample_rate)
+    opened = _open_soundfile(name)
+    if isinstance(opened, str):  # no seeking: one decode, as load_windows
+        whole = load_windows(name, windowing, sample_rate=sample_rate)
+        for first in range(0, len(whole), chunk):
+            yield whole[first : first + chunk]
+        return
+    opened.close()
+    starts = window_starts(name, windowing, sample_rate=sample_rate)
+    if len(starts) == 1 and starts[0] == 0:  # at most one window long: as load_windows
+        yield load_windows(name, windowing, sample_rate=sample_rate)
+        return
+    decoded = 0
+    for first in range(0, len(starts), chunk):
+        windows: list[FloatArray] = []
+        for start in starts[first : first + chunk]:
+            part = load_audio(
+                name, sample_rate=sample_rate, offset=start / sample_rate, duration=w / sample_rate
+            )
+            if part.size:  # the header may overstate the length; a short part is repeat-padded
+                windows.append(repeat_pad(part, w))
+        if windows:
+            decoded += len(windows)
+            yield np.stack(windows)
+    if not decoded:
+        raise AudioDecodeError(f"{name}: no audio could be decoded at the window offsets")
 
 
 # -- internals ------------------------------------------------------------------------------------

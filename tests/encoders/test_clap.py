@@ -611,3 +611,31 @@ def test_a_long_query_is_cut_to_the_text_limit_with_a_warning(
     assert _cos(vector, expected) > 0.9999
     with pytest.raises(InvalidInputError, match="max_text_chars=100,000"):
         encoder.encode_text([query])  # a document that long is refused
+
+
+def test_a_file_longer_than_a_batch_is_streamed_window_by_window(
+    model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from newwave import audio
+
+    clip = _music(95.0, 96)  # 10 windows
+    path = tmp_path / "long.flac"
+    sf.write(path, clip, SR)
+    calls: list[tuple[float, float | None]] = []
+    real: Callable[..., np.ndarray] = audio.load_audio
+
+    def spy(name: str, **options: Any) -> np.ndarray:
+        calls.append((options.get("offset", 0.0), options.get("duration")))
+        return real(name, **options)
+
+    monkeypatch.setattr(audio, "load_audio", spy)
+    encoder = ClapEncoder(model=model_dir, batch_size=4, device="cpu")
+    (windows,) = encoder.encode_audio_windows([path])
+    assert calls == [(float(s), 10.0) for s in (0, 10, 20, 30, 40, 50, 60, 70, 80, 85)]
+    in_memory = encoder.encode_audio_windows([Waveform(clip, SR)])[0]
+    np.testing.assert_allclose(windows, in_memory, atol=1e-5)
+    calls.clear()
+    pooled = encoder.encode_audio([path, Waveform(clip[: 5 * SR], SR)])
+    assert len(calls) == 10
+    expected = encoder.encode_audio([Waveform(clip, SR), Waveform(clip[: 5 * SR], SR)])
+    np.testing.assert_allclose(pooled, expected, atol=1e-5)  # the whole track, pooled

@@ -15,10 +15,12 @@ import numpy as np
 from newwave.audio import (
     Windowing,
     cut_windows,
+    iter_windows,
     load_windows,
     repeat_pad,
     resample,
     to_mono,
+    window_starts,
 )
 from newwave.encoders._hf import (
     PretrainedEncoder,
@@ -74,6 +76,10 @@ class ClapEncoder(PretrainedEncoder[_Clap]):
     ``max_windows``; ``pooling``): consecutive windows from the start, the last one aligned to the
     end of the track (a 35 s track gives windows at 0, 10, 20 and 25 s); with ``max_windows=m``,
     ``m`` windows evenly spaced over the whole track, and only those are decoded from a file. A
+    file of more windows than ``batch_size`` is streamed: its windows are decoded (each on its
+    own, :func:`newwave.audio.iter_windows`) and embedded ``batch_size`` at a time, so memory
+    does not grow with the file's length (a ten-hour file fits in the memory of a short one);
+    the pooled vector still covers the whole track. A
     track shorter than a window is repeat-padded to one window (LAION-CLAP's ``"repeatpad"``:
     repeated whole, the rest zeros), never padded further. A window shorter than the model's
     input (``window_seconds`` below 10) is repeat-padded to it; a longer one is an error.
@@ -244,8 +250,26 @@ class ClapEncoder(PretrainedEncoder[_Clap]):
             return fit_to_tokens(state.tokenizer, text[:max_chars], state.max_text_length)
 
     def _prepare(self, item: Any, modality: Modality) -> Any:
-        """Audio: decode a file's windows, or cut a waveform's; an array (windows, samples)."""
-        return self.audio_windows(item) if modality == "audio" else item
+        """Audio: decode a file's windows, or cut a waveform's; an array (windows, samples).
+
+        A file of more windows than one forward pass (``batch_size``) is streamed instead: its
+        windows are decoded and embedded ``batch_size`` at a time, and only their vectors kept.
+        """
+        if modality != "audio":
+            return item
+        if isinstance(item, str):
+            rate = self._load().sample_rate
+            if len(window_starts(item, self.windowing, sample_rate=rate)) > self.batch_size:
+                return self._streamed_vectors(item)
+        return self.audio_windows(item)
+
+    def _streamed_vectors(self, path: str) -> _Embedded:
+        state = self._load()
+        chunks = iter_windows(
+            path, self.windowing, sample_rate=state.sample_rate, chunk=self.batch_size
+        )
+        vectors = [self._embed_windows(state, list(windows)) for windows in chunks]
+        return _Embedded(np.concatenate(vectors))
 
     def _encode_batch(self, batch: list[Any], modality: Modality, role: Role) -> FloatMatrix:
         if modality == "text":
@@ -369,16 +393,22 @@ class ClapEncoder(PretrainedEncoder[_Clap]):
             return _numpy(self.embed_tokens(tokens))
 
     def _window_vectors(self, tracks: list[Any]) -> list[FloatMatrix]:
-        """Each track's windows (arrays from :meth:`_prepare`) -> their unit vectors."""
+        """Each track's windows (from :meth:`_prepare`: arrays, or streamed files' vectors) ->
+        their unit vectors; the windows of several tracks share forward passes."""
         state = self._load()
-        rows = [(t, w) for t, windows in enumerate(tracks) for w in range(len(windows))]
+        waiting = [windows for windows in tracks if not isinstance(windows, _Embedded)]
+        rows = [(t, w) for t, windows in enumerate(waiting) for w in range(len(windows))]
         chunks = []
         for start in range(0, len(rows), self.batch_size):
             part = rows[start : start + self.batch_size]
-            chunks.append(self._embed_windows(state, [tracks[t][w] for t, w in part]))
+            chunks.append(self._embed_windows(state, [waiting[t][w] for t, w in part]))
         flat = np.concatenate(chunks) if chunks else np.zeros((0, self.dim), np.float32)
-        bounds = np.cumsum([0, *(len(windows) for windows in tracks)])
-        return [np.ascontiguousarray(flat[a:b]) for a, b in itertools.pairwise(bounds)]
+        bounds = np.cumsum([0, *(len(windows) for windows in waiting)])
+        embedded = iter([np.ascontiguousarray(flat[a:b]) for a, b in itertools.pairwise(bounds)])
+        return [
+            windows.vectors if isinstance(windows, _Embedded) else next(embedded)
+            for windows in tracks
+        ]
 
     def _embed_windows(self, state: _Clap, windows: list[np.ndarray]) -> FloatMatrix:
         features = state.torch.from_numpy(self.window_features(windows))
@@ -444,6 +474,13 @@ class ClapEncoder(PretrainedEncoder[_Clap]):
             pad = getattr(text_config, "pad_token_id", None)
             limits.append(positions - (pad + 1 if isinstance(pad, int) else 0))
         return max(3, min(limits)) if limits else 512
+
+
+@dataclass(frozen=True)
+class _Embedded:
+    """The window vectors of a streamed file (:meth:`ClapEncoder._prepare`)."""
+
+    vectors: FloatMatrix
 
 
 class _LogMel:
