@@ -20,6 +20,7 @@ tinier model would make decoding look expensive. The text tower, unused here, is
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -208,11 +209,16 @@ def status(field):  # Linux: kB of the current process (VmRSS now, VmHWM its pea
         return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
 
 path, model, mode = sys.argv[1:4]
-if mode == "encode":
+if mode in ("encode", "stream"):
     from newwave.encoders.clap import ClapEncoder
-    encoder = ClapEncoder(model=model, max_windows=6, device="cpu")
+    options = {"max_windows": 6} if mode == "encode" else {}
+    encoder = ClapEncoder(model=model, device="cpu", **options)
     encoder.encode_audio([(np.zeros(48000, np.float32), 48000)])  # load and warm up
     run = lambda: encoder.encode_audio([path])
+elif mode == "windows":  # what encode_audio decoded before streaming: the whole file, cut
+    from newwave.audio import Windowing, load_windows
+    load_windows(path, Windowing(window_seconds=0.5, max_windows=1))  # warm up
+    run = lambda: load_windows(path, Windowing(), sample_rate=48000)
 else:
     from newwave.audio import load_audio
     load_audio(path, duration=1.0)  # warm up
@@ -228,6 +234,7 @@ peak = tracemalloc.get_traced_memory()[1]
 tracemalloc.stop()
 print(json.dumps({"seconds": elapsed, "traced_peak_mb": peak / 2**20,
                   "peak_rss_growth_mb": (status("VmHWM") - before) / 1024,
+                  "peak_rss_mb": status("VmHWM") / 1024, "rss_before_mb": before / 1024,
                   "shape": list(result.shape)}))
 """
 
@@ -244,11 +251,13 @@ def hour_file(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     return {"path": path, "model": _save_random_clap(root / "model", htsat=False)}
 
 
-def _measure(mode: str, hour_file: dict[str, Any]) -> dict[str, Any]:
+def _measure(mode: str, hour_file: dict[str, Any], timeout: float = 300) -> dict[str, Any]:
     if not Path("/proc/self/clear_refs").exists():
         pytest.skip("measuring peak RSS needs Linux /proc")
     command = [sys.executable, "-c", _MEASURE, str(hour_file["path"]), str(hour_file["model"])]
-    done = subprocess.run([*command, mode], check=True, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [*command, mode], check=True, capture_output=True, text=True, timeout=timeout
+    )
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return result
 
@@ -277,3 +286,71 @@ def test_newwave_encode_with_max_windows(benchmark: Any, hour_file: dict[str, An
     info = _memory_info(result, hour_file)
     benchmark.extra_info.update(info)
     assert info["peak_rss_growth_mb"] < 0.1 * info["decoded_48k_float32_mb"]
+
+
+# -- streaming: memory independent of the length of the file --------------------------------------
+
+GROUP_STREAM = "peak memory, 1-hour and 10-hour 16 kHz WAV, CLAP default windows (whole track)"
+#: The durations, in minutes, of the "1-hour" and "10-hour" files: scaled down under
+#: --benchmark-disable or with NEWWAVE_BENCH_LONG_AUDIO=small, for a cheap untimed run.
+FULL_MINUTES, SMALL_MINUTES = (60, 600), (3, 12)
+
+
+def _write_wav(path: Path, minutes: int) -> Path:
+    rate, chunk = 16000, 60 * 16000
+    noise = (0.1 * np.random.default_rng(0).standard_normal(chunk)).astype(np.float32)
+    with sf.SoundFile(path, "w", rate, 1, subtype="PCM_16") as f:
+        for _ in range(minutes):
+            f.write(noise)
+    return path
+
+
+@pytest.fixture(scope="module")
+def long_files(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Any:
+    small = request.config.getoption("benchmark_disable") or (
+        os.environ.get("NEWWAVE_BENCH_LONG_AUDIO") == "small"
+    )
+    minutes = SMALL_MINUTES if small else FULL_MINUTES
+    root = tmp_path_factory.mktemp("clap-stream")
+    model = _save_random_clap(root / "model", htsat=False)
+    return {
+        label: {"path": _write_wav(root / f"{label}.wav", m), "model": model, "minutes": m}
+        for label, m in zip(("short", "long"), minutes, strict=True)
+    }
+
+
+def _stream_info(result: dict[str, Any], file: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "minutes": file["minutes"],
+        "seconds": round(result["seconds"], 2),
+        "peak_rss_mb": round(result["peak_rss_mb"], 1),
+        "rss_before_call_mb": round(result["rss_before_mb"], 1),
+        "peak_rss_growth_mb": round(result["peak_rss_growth_mb"], 1),
+        "traced_peak_mb": round(result["traced_peak_mb"], 1),
+        "file_mb": round(file["path"].stat().st_size / 2**20, 1),
+    }
+
+
+@pytest.mark.benchmark(group=GROUP_STREAM)
+def test_whole_decode_into_windows_1h_baseline(benchmark: Any, long_files: Any) -> None:
+    """What ``encode_audio`` held before streaming: the whole file decoded at 48 kHz, then cut."""
+    file = long_files["short"]
+    result = benchmark.pedantic(_measure, args=("windows", file), rounds=1, iterations=1)
+    assert result["shape"] == [6 * file["minutes"], 10 * SR]
+    benchmark.extra_info.update(_stream_info(result, file))
+
+
+@pytest.mark.benchmark(group=GROUP_STREAM)
+@pytest.mark.parametrize("length", ["short", "long"], ids=["1h", "10h"])
+def test_newwave_streamed_encode(benchmark: Any, long_files: Any, length: str) -> None:
+    """``ClapEncoder.encode_audio`` with the default windowing: every window, pooled."""
+    file = long_files[length]
+    result = benchmark.pedantic(
+        _measure, args=("stream", file), kwargs={"timeout": 1800}, rounds=1, iterations=1
+    )
+    assert result["shape"] == [1, 16]
+    info = _stream_info(result, file)
+    benchmark.extra_info.update(info)
+    # The growth during the call: what decoding and the model's activations cost. The process
+    # holds about 500 MB before it (PyTorch, transformers, the model), whatever the file.
+    assert info["peak_rss_growth_mb"] < 300
