@@ -1,4 +1,4 @@
-"""CLAP audio through newwave: decode + windowing overhead, and memory on a one-hour file.
+"""CLAP audio through newwave: decode + windowing overhead, and memory on one- and ten-hour files.
 
 The models are randomly initialised (no download). For the throughput group the audio tower has
 the real HTSAT-tiny size of ``laion/clap-htsat-unfused`` (28M parameters, 64 mel bins, 10 s
@@ -15,6 +15,13 @@ tinier model would make decoding look expensive. The text tower, unused here, is
   ``VmHWM`` after resetting it), the peak of Python/NumPy allocations (tracemalloc; it misses
   buffers allocated in C, such as soxr's output), and the size of the fully decoded file at
   48 kHz float32. Linux only (``/proc``); skipped elsewhere.
+* ``peak memory, 1-hour and 10-hour ...``: ``encode_audio`` with the default windowing (every
+  window, pooled) on a one-hour and a ten-hour 16 kHz WAV, streamed, in a fresh process, against
+  decoding the one-hour file whole into windows (what it held before streaming; the ten-hour one
+  would need about 14 GB). ``extra_info`` has the peak RSS (``VmHWM``), the RSS before the call
+  (PyTorch, transformers and the model: about 500 MB) and the growth during it (target: below
+  300 MB, whatever the length). The files have 3 and 12 minutes under ``--benchmark-disable`` or
+  with ``NEWWAVE_BENCH_LONG_AUDIO=small``.
 """
 
 from __future__ import annotations
