@@ -10,6 +10,7 @@ import pytest
 
 from newwave import (
     Encoder,
+    InvalidInputError,
     PluginError,
     Recommender,
     Track,
@@ -226,3 +227,18 @@ def test_installed_plugin_cannot_shadow_a_builtin_plugin_name(
         _fresh_manager(monkeypatch, None)
     with pytest.raises(UnknownComponentError):
         load_encoder("ones")
+
+
+@pytest.mark.usefixtures("keyword_plugin")
+def test_a_saved_library_with_an_unknown_encoder_option_fails_clearly(tmp_path: Path) -> None:
+    import json
+
+    rec = Recommender(fields={"description": "keyword"})
+    rec.add([Track(id="a", description="sad piano ballad")])
+    rec.save(tmp_path / "library")
+    (snapshot,) = (tmp_path / "library").glob("snapshot-*")
+    config = json.loads((snapshot / "config.json").read_text())
+    config["fields"]["description"]["encoder"]["options"]["bogus"] = 1
+    (snapshot / "config.json").write_text(json.dumps(config))
+    with pytest.raises(InvalidInputError, match=r"encoder 'keyword': .*'bogus'"):
+        Recommender.load(tmp_path / "library")

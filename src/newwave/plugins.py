@@ -224,7 +224,12 @@ def _build(
                 f"{kind} {registration.name!r}: {problem}; it accepts: "
                 f"{', '.join(accepted) or '(no options)'}"
             ) from None
-    component = registration.factory(*args, **options)
+    try:
+        component = registration.factory(*args, **options)
+    except TypeError as exc:  # a factory taking **options passes an unknown one further down
+        if "unexpected keyword argument" not in str(exc):
+            raise
+        raise InvalidInputError(f"{kind} {registration.name!r}: {exc}") from None
     if not isinstance(component, expected):
         wanted = expected if isinstance(expected, tuple) else (expected,)
         raise PluginError(
