@@ -1,11 +1,11 @@
-"""One very long query through MiniLM: cut to the model's window, against a short query.
+"""One very long query through MiniLM: cut to what the model sees, against a short query.
 
-A query of a million characters is embedded from its first window of 256 tokens (with a
-``TruncatedTextWarning``), so it should cost about what a short query costs: the baseline is a
-60-character query. ``before`` embeds the same long text the way ``encode_queries`` did before
-queries were cut: every overlapping window of the whole text, pooled (``_encode_batch`` on the
-whole text, which is still how documents are embedded). Under ``--benchmark-disable`` the long
-query has 20,000 characters.
+A query of a million characters is embedded from its first ``max_query_windows`` (8) windows of
+256 tokens (with a ``TruncatedTextWarning``), so it should cost what a few windows cost: the
+baseline is a 60-character query. ``before`` embeds the same long text the way
+``encode_queries`` did before queries were cut: every overlapping window of the whole text,
+pooled (``_encode_batch`` on the whole text, which is still how documents are embedded). Under
+``--benchmark-disable`` the long query has 20,000 characters.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def test_short_query_baseline(benchmark: Any, encoder: MiniLMEncoder) -> None:
 
 
 @pytest.mark.benchmark(group=GROUP)
-def test_newwave_long_query_cut_to_its_window(benchmark: Any, encoder: MiniLMEncoder) -> None:
+def test_newwave_long_query_cut_to_its_windows(benchmark: Any, encoder: MiniLMEncoder) -> None:
     query = _long_query(benchmark)
     with pytest.warns(TruncatedTextWarning):
         encoder.encode_queries([query])

@@ -190,6 +190,7 @@ def test_retrieval_of_the_training_pairs_rises_far_above_chance(
     assert result.training.best_step in [int(h["step"]) for h in result.training.history]
 
 
+@pytest.mark.filterwarnings("ignore::newwave.errors.TruncatedTextWarning")  # the second text
 def test_training_and_serving_embed_alike(
     learned: tuple[ClapResult, ClapData, list[int], dict[str, float]], model_dir: Path
 ) -> None:

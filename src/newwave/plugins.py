@@ -217,9 +217,10 @@ def _build(
                 if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
             ]
             unknown = sorted(set(options) - set(accepted))
-            problem = f"unknown option {unknown[0]!r}" if len(unknown) == 1 else str(exc)
-            if len(unknown) > 1:
-                problem = f"unknown options {', '.join(map(repr, unknown))}"
+            problem = str(exc)  # e.g. too many positional arguments
+            if unknown:
+                plural = "s" if len(unknown) > 1 else ""
+                problem = f"unknown option{plural} {', '.join(map(repr, unknown))}"
             raise InvalidInputError(
                 f"{kind} {registration.name!r}: {problem}; it accepts: "
                 f"{', '.join(accepted) or '(no options)'}"

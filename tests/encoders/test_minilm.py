@@ -211,15 +211,30 @@ def test_one_instance_serves_concurrent_calls() -> None:
         np.testing.assert_allclose(together[i], encoder.encode_text(chunk), atol=1e-6)
 
 
-def test_a_long_query_is_embedded_from_its_first_window(encoder: MiniLMEncoder, reference) -> None:
+def test_a_long_query_is_embedded_from_its_first_windows(encoder: MiniLMEncoder, reference) -> None:
     query = (HEAD * 7 + TAIL * 7) * 400  # about a million characters
     assert len(query) > 900_000
     with pytest.warns(TruncatedTextWarning, match="from their start only") as record:
         (vector,) = encoder.encode_queries([query])
     assert len(record) == 1
-    np.testing.assert_allclose(vector, reference(query), atol=1e-5)  # the first 256 tokens
-    (fits,) = encoder.encode_queries([HEAD])  # fits a window: no warning (warnings are errors)
-    np.testing.assert_allclose(fits, reference(HEAD), atol=1e-6)
+    warning = record[0].message
+    assert isinstance(warning, TruncatedTextWarning)
+    ((index, given, kept),) = warning.truncated
+    assert (index, given) == (0, len(query))
+    windows = reference.tokenizer(
+        query[:kept], truncation=True, max_length=256, stride=32, return_overflowing_tokens=True
+    )
+    assert len(windows["input_ids"]) == encoder.max_query_windows == 8
+    np.testing.assert_allclose(vector, encoder.encode_text([query[:kept]])[0], atol=1e-6)
+    three = HEAD * 7 + TAIL * 7  # three windows: embedded whole, without a warning
+    np.testing.assert_allclose(encoder.encode_queries([three]), encoder.encode_text([three]))
+    encoder.max_query_windows = 1
+    try:
+        with pytest.warns(TruncatedTextWarning):
+            (first,) = encoder.encode_queries([three])
+    finally:
+        encoder.max_query_windows = 8
+    np.testing.assert_allclose(first, reference(three), atol=1e-5)  # the first 256 tokens
 
 
 def test_a_document_past_max_text_chars_is_refused(encoder: MiniLMEncoder) -> None:

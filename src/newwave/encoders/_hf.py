@@ -49,7 +49,7 @@ __all__ = [
     "Loaded",
     "PretrainedEncoder",
     "TransformerTextEncoder",
-    "fit_to_tokens",
+    "fit_to_windows",
     "hf_offline",
     "import_backend",
     "load_pretrained",
@@ -437,6 +437,10 @@ class TransformerTextEncoder(PretrainedEncoder[_Model]):
     default_max_length: ClassVar[int] = 512
     pooling: ClassVar[Literal["mean", "cls"]] = "mean"
     windowed: ClassVar[bool] = False
+    #: A windowed encoder embeds a query from at most this many windows (its first ones), so a
+    #: long query costs what a few windows do; the rest is ignored, with a TruncatedTextWarning.
+    #: Set it on an instance to change it. A non-windowed encoder sees one window.
+    max_query_windows: int = 8
 
     def __init__(
         self,
@@ -485,9 +489,19 @@ class TransformerTextEncoder(PretrainedEncoder[_Model]):
         return ()
 
     def _fit_query(self, text: str, max_chars: int) -> str:
-        """A query is embedded from its first window of ``max_length`` tokens only."""
+        """A query is embedded from its first ``max_query_windows`` windows (windowed encoders)
+        or its first window of ``max_length`` tokens only."""
         state = self._load()
-        return fit_to_tokens(state.tokenizer, text[:max_chars], state.max_length)
+        windows = self.max_query_windows if self.windowed else 1
+        if isinstance(windows, bool) or not isinstance(windows, int) or windows < 1:
+            raise InvalidInputError(
+                f"max_query_windows must be a positive integer, got {windows!r}"
+            )
+        # The tokenizer settings of _encode_batch: a fast tokenizer asked for other settings
+        # reconfigures itself, which concurrent calls must not see.
+        return fit_to_windows(
+            state.tokenizer, text[:max_chars], state.max_length, windows, stride=self.stride
+        )
 
     def _encode_batch(self, batch: list[Any], modality: Modality, role: Role) -> FloatMatrix:
         state = self._load()
@@ -571,22 +585,36 @@ class TransformerTextEncoder(PretrainedEncoder[_Model]):
         return _Model(torch, tokenizer, model, max_length, loaded.source)
 
 
-def fit_to_tokens(tokenizer: Any, text: str, max_length: int) -> str:
-    """The start of ``text`` that ``tokenizer`` turns into at most ``max_length`` tokens (special
-    tokens included), cut at a token's end; ``text`` itself when nothing else would be left.
+def fit_to_windows(
+    tokenizer: Any, text: str, max_length: int, windows: int = 1, *, stride: int = 0
+) -> str:
+    """The start of ``text`` that ``tokenizer`` turns into at most ``windows`` windows of
+    ``max_length`` tokens (special tokens included; consecutive windows sharing ``stride``),
+    cut at a token's end; ``text`` itself when nothing else would be left.
 
-    A prefix of ``32 * max_length`` characters is tokenised first: when its tokens overflow the
-    window, as they do for ordinary text, the rest of a long text is never tokenised.
+    A prefix of ``32 * max_length * windows`` characters is tokenised first: when its tokens
+    overflow the windows, as they do for ordinary text, the rest of a long text is never
+    tokenised.
     """
 
     def fit(part: str) -> str:
         encoded = tokenizer(
-            part, truncation=True, max_length=max_length, return_offsets_mapping=True, verbose=False
+            part,
+            truncation=True,
+            max_length=max_length,
+            stride=stride,
+            padding=True,
+            return_overflowing_tokens=True,
+            return_offsets_mapping=True,
+            verbose=False,
         )
-        end = max((int(stop) for _, stop in encoded["offset_mapping"]), default=0)
+        spans = encoded["offset_mapping"]
+        if len(spans) <= windows:
+            return part
+        end = max((int(stop) for _, stop in spans[windows - 1]), default=0)
         return part if not part[end:].strip() else part[:end]
 
-    probe = text[: 32 * max_length]
+    probe = text[: 32 * max_length * windows]
     if len(probe) < len(text):
         fitted = fit(probe)
         if len(fitted) < len(probe):

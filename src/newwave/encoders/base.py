@@ -49,7 +49,8 @@ class Encoder(ABC):
     default ``role``) longer than that is refused with an
     :class:`~newwave.errors.InvalidInputError` giving its size and the limit. A query is never
     refused: it is embedded from its start, cut to what the model sees (:meth:`_fit_query`; for
-    the transformer encoders, their first token window), with one
+    the transformer encoders, their first token window, or their first ``max_query_windows``
+    windows for those that window long text), with one
     :class:`~newwave.errors.TruncatedTextWarning` per call listing the queries cut.
     """
 

@@ -24,7 +24,7 @@ from newwave.audio import (
 )
 from newwave.encoders._hf import (
     PretrainedEncoder,
-    fit_to_tokens,
+    fit_to_windows,
     import_backend,
     load_pretrained,
     quiet_weight_loading,
@@ -247,7 +247,7 @@ class ClapEncoder(PretrainedEncoder[_Clap]):
         """A query is embedded from its first :attr:`text_limit` tokens only."""
         state = self._load()
         with self._tokenizer_lock:
-            return fit_to_tokens(state.tokenizer, text[:max_chars], state.max_text_length)
+            return fit_to_windows(state.tokenizer, text[:max_chars], state.max_text_length)
 
     def _prepare(self, item: Any, modality: Modality) -> Any:
         """Audio: decode a file's windows, or cut a waveform's; an array (windows, samples).
