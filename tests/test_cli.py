@@ -68,7 +68,7 @@ def test_index_a_jsonl_catalogue(
     assert "6 new, 0 changed, 0 unchanged" in out
     assert "encoded: 12 field values (description 6, tags 6)" in out
     assert "6 tracks; fields description=keyword, tags=keyword; fuser weighted" in out
-    assert (tmp_path / "lib" / "newwave.json").is_file()
+    assert (tmp_path / "lib" / "library.sqlite").is_file()
 
 
 def test_reindexing_encodes_only_what_changed(

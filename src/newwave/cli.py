@@ -42,7 +42,6 @@ DEMO_QUERIES = (
     "a hip hop beat with a male rapper",
     "relaxing piano music without vocals",
 )
-_POINTER = "newwave.json"  # the file that marks a saved library (see newwave._storage)
 _FORMATS = ("csv", "tsv", "jsonl", "parquet")
 
 
@@ -115,15 +114,14 @@ def _index(args: argparse.Namespace) -> int:
     if not tracks:
         raise InvalidInputError(f"{source} holds no tracks")
 
-    if existing:
-        rec = Recommender.load(library)
-        _check_same_setup(rec, library, fields, args.fuser)
-    else:
-        rec = Recommender(fields or None, fuser=args.fuser)
+    if not existing:  # a new, empty library; unless another process just made one
+        Recommender(fields or None, fuser=args.fuser).save(library, replace=False)
+    rec = Recommender.load(library)
+    _check_same_setup(rec, library, fields, args.fuser)
     new = sum(track.id not in rec for track in tracks)
     unchanged = sum(track.id in rec and rec.get(track.id) == track for track in tracks)
-    encoded = rec.add(tracks)
-    rec.save(library)
+    encoded = rec.add(tracks)  # committed to the library as one transaction
+    rec.save(library)  # and its indexes saved, so that the next start reads them
     seconds = time.perf_counter() - started
 
     changed = len(tracks) - new - unchanged
@@ -228,11 +226,8 @@ def _print_hits(hits: Sequence[Hit], fields: Sequence[str]) -> None:
 
 
 def _info(args: argparse.Namespace) -> int:
-    from newwave._storage import resolve_directory
-    from newwave.config import RecommenderConfig
-
     rec = _open_library(args.library)
-    config = RecommenderConfig.load(resolve_directory(args.library) / "config.json")
+    config = rec.saved_config
     counts = rec.field_counts
     info = {
         "library": str(args.library),
@@ -273,6 +268,26 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _remove(args: argparse.Namespace) -> int:
+    rec = _open_library(args.library)
+    ids = list(dict.fromkeys(args.track_ids))
+    rec.remove(ids)
+    print(f"removed {len(ids)} track(s); library {args.library}: {len(rec)} tracks")
+    return 0
+
+
+def _repair(args: argparse.Namespace) -> int:
+    from newwave.recommender import Recommender
+
+    library = Path(args.library)
+    if not _is_library(library):
+        raise InvalidInputError(f"{library} is not a newwave library")
+    counts = Recommender.repair(library)
+    rebuilt = ", ".join(f"{name} {count}" for name, count in counts.items()) or "none"
+    print(f"{library}: the database is sound; indexes rebuilt (tracks per channel: {rebuilt})")
+    return 0
+
+
 def _options(options: Mapping[str, Any]) -> str:
     return json.dumps(options, sort_keys=True) if options else ""
 
@@ -286,7 +301,7 @@ def _plugins(args: argparse.Namespace) -> int:
     rows = [
         {"kind": kind, "name": r.name, "aliases": list(r.aliases), "plugin": r.plugin,
          "summary": r.summary}
-        for kind in ("encoder", "fuser", "retriever", "rewriter")
+        for kind in ("encoder", "lexical", "fuser", "retriever", "rewriter")
         for r in components(kind).values()
     ]  # fmt: skip
     if args.json:
@@ -428,7 +443,9 @@ def _train_commands(command: Callable[[str, str, str], argparse.ArgumentParser])
 
 
 def _is_library(path: Path) -> bool:
-    return (path / _POINTER).is_file() or (path / "config.json").is_file()
+    from newwave.store.library import is_library
+
+    return is_library(path)
 
 
 def _open_library(path: str) -> Recommender:
@@ -578,6 +595,25 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("library", metavar="LIBRARY", help="a library made by newwave index")
     info.add_argument("--json", action="store_true", help="print JSON")
     info.set_defaults(run=_info)
+
+    remove = command(
+        "remove",
+        "remove tracks from a library",
+        "Remove the tracks TRACK_ID ... from LIBRARY, in one transaction.",
+    )
+    remove.add_argument("library", metavar="LIBRARY", help="a library made by newwave index")
+    remove.add_argument("track_ids", metavar="TRACK_ID", nargs="+", help="ids of tracks to remove")
+    remove.set_defaults(run=_remove)
+
+    repair = command(
+        "repair",
+        "check a library and rebuild its indexes",
+        "Check LIBRARY's database in full (SQLite's integrity check) and rebuild every index\n"
+        "from the vectors and texts it stores: for an index file that is missing or damaged.\n"
+        "A damaged database cannot be rebuilt from anything else: restore it from a backup.",
+    )
+    repair.add_argument("library", metavar="LIBRARY", help="a library made by newwave index")
+    repair.set_defaults(run=_repair)
 
     demo = command(
         "demo",

@@ -11,13 +11,15 @@ Every error derives from :class:`NewWaveError` and also from the builtin excepti
     ├── MissingDependencyError       (ImportError)    an optional extra is not installed
     ├── ModelNotFoundError           (OSError)        weights not found locally nor on the hub
     ├── MissingFileError             (FileNotFoundError)
+    ├── StorageError                 (OSError)        a library cannot be written (disk full, ...)
     ├── InvalidInputError            (ValueError)     bad argument values
     │   ├── EmptyQueryError                           empty or blank text
     │   ├── DimensionMismatchError                    vector of the wrong width
     │   ├── NonFiniteVectorError                      vector with NaN or inf
     │   ├── UnsupportedModalityError                  e.g. audio given to a text-only encoder
     │   └── AudioDecodeError                          a file that is not decodable audio
-    └── IndexCorruptError            (ValueError)     a saved directory that cannot be trusted
+    ├── IndexCorruptError            (ValueError)     a saved directory that cannot be trusted
+    └── LibraryLockedError           (TimeoutError)   another process is writing the library
 
     SkippedInputWarning              (UserWarning)    inputs skipped with on_error="skip"
 """
@@ -34,6 +36,7 @@ __all__ = [
     "EmptyQueryError",
     "IndexCorruptError",
     "InvalidInputError",
+    "LibraryLockedError",
     "MissingDependencyError",
     "MissingFileError",
     "ModelNotFoundError",
@@ -41,6 +44,7 @@ __all__ = [
     "NonFiniteVectorError",
     "PluginError",
     "SkippedInputWarning",
+    "StorageError",
     "UnknownComponentError",
     "UnknownTrackError",
     "UnsupportedModalityError",
@@ -86,6 +90,10 @@ class MissingFileError(NewWaveError, FileNotFoundError):
     """An input file (audio, catalogue, saved index) does not exist."""
 
 
+class StorageError(NewWaveError, OSError):
+    """A library cannot be written: the disk is full, the files are read-only, ..."""
+
+
 class InvalidInputError(NewWaveError, ValueError):
     """An argument has an invalid value."""
 
@@ -112,6 +120,10 @@ class AudioDecodeError(InvalidInputError):
 
 class IndexCorruptError(NewWaveError, ValueError):
     """A saved directory is incomplete, corrupt, or inconsistent with its config."""
+
+
+class LibraryLockedError(NewWaveError, TimeoutError):
+    """Another process holds a library's writer lock; the message names it."""
 
 
 class SkippedInputWarning(UserWarning):

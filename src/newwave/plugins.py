@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from newwave.encoders.base import Encoder
     from newwave.fusion.base import Fuser
     from newwave.index.base import Retriever
-    from newwave.index.lexical import LexicalIndex
+    from newwave.lexical.base import LexicalIndex
     from newwave.query.base import QueryRewriter
 
 __all__ = [
@@ -59,12 +59,12 @@ BUILTIN_PLUGINS: dict[str, str] = {
     "mlp": "newwave.fusion.mlp",
     "score-fusion": "newwave.fusion.score",
     "faiss": "newwave.index.faiss",
-    "bm25": "newwave.index.lexical",
+    "bm25": "newwave.lexical.bm25",
     "query-rules": "newwave.query.rules",
 }
 
-Kind = Literal["encoder", "fuser", "retriever", "rewriter"]
-_KINDS: tuple[Kind, ...] = ("encoder", "fuser", "retriever", "rewriter")
+Kind = Literal["encoder", "lexical", "fuser", "retriever", "rewriter"]
+_KINDS: tuple[Kind, ...] = ("encoder", "lexical", "fuser", "retriever", "rewriter")
 
 
 @dataclass(frozen=True)
@@ -141,7 +141,7 @@ def components(kind: Kind) -> dict[str, Registration]:
     pm = get_plugin_manager()
     found: dict[str, Registration] = {}
     taken: dict[str, str] = {}  # every name and alias -> primary name
-    hook = getattr(pm.hook, f"register_{kind}s")
+    hook = getattr(pm.hook, "register_lexical" if kind == "lexical" else f"register_{kind}s")
     # get_hookimpls() lists implementations in registration order, so the built-ins claim their
     # names before any third-party plugin.
     for impl in hook.get_hookimpls():
@@ -207,12 +207,6 @@ def _build(
     return component
 
 
-def _builds(name: str, kind: type) -> bool:
-    """Whether the encoder registered as ``name`` is a class of ``kind`` (a subclass)."""
-    factory = _resolve("encoder", name).factory
-    return isinstance(factory, type) and issubclass(factory, kind)
-
-
 def load_encoder(name: str, /, **options: Any) -> Encoder:
     """Build the encoder registered as ``name`` (or an alias) with keyword ``options``.
 
@@ -221,52 +215,46 @@ def load_encoder(name: str, /, **options: Any) -> Encoder:
     """
     from newwave.encoders.base import Encoder
 
-    built: Encoder = _build_field_encoder(name, Encoder, options)
-    return built
+    _refuse_other_kind(name, "encoder", "lexical")
+    component: Encoder = _build("encoder", name, Encoder, (), options)
+    return component
 
 
 def load_lexical(name: str, /, **options: Any) -> LexicalIndex:
-    """Build the empty lexical index registered (as an encoder) as ``name``: ``"bm25"``.
+    """Build the empty lexical index registered as ``name``: ``load_lexical("bm25")``.
 
     An embedding model's name raises :class:`~newwave.errors.ComponentUnavailableError`.
     """
-    from newwave.index.lexical import LexicalIndex
+    from newwave.lexical.base import LexicalIndex
 
-    built: LexicalIndex = _build_field_encoder(name, LexicalIndex, options)
-    return built
-
-
-def _build_field_encoder(name: str, wanted: type, options: Any) -> Any:
-    """Build encoder ``name``, refusing one of the other family than ``wanted``."""
-    from newwave.encoders.base import Encoder
-    from newwave.index.lexical import LexicalIndex
-
-    other = LexicalIndex if wanted is Encoder else Encoder
-    what: dict[type, str] = {Encoder: "an embedding model", LexicalIndex: "a lexical index"}
-    loader: dict[type, str] = {Encoder: "load_encoder", LexicalIndex: "load_lexical"}
-    refusal = ComponentUnavailableError(
-        f"encoder {name!r} is {what[other]}, not {what[wanted]}: use it as a Recommender field "
-        f"encoder, or build it with newwave.plugins.{loader[other]}({name!r})"
-    )
-    # Checked before building when the factory is a class, so options meant for the other
-    # family cannot hide the reason behind a TypeError.
-    if _builds(name, other):
-        raise refusal
-    component = _build("encoder", name, (Encoder, LexicalIndex), (), options)
-    if isinstance(component, other):
-        raise refusal
+    _refuse_other_kind(name, "lexical", "encoder")
+    component: LexicalIndex = _build("lexical", name, LexicalIndex, (), options)
     return component
+
+
+def _refuse_other_kind(name: str, wanted: Kind, other: Kind) -> None:
+    """Refuse ``name`` when only the ``other`` kind of field encoder registers it."""
+    if isinstance(name, str) and _registered(other, name) and not _registered(wanted, name):
+        what = {"encoder": "an embedding model", "lexical": "a lexical index"}
+        raise ComponentUnavailableError(
+            f"{name!r} is {what[other]}, not {what[wanted]}: use it as a Recommender field "
+            f"encoder, or build it with newwave.plugins.load_{other}({name!r})"
+        )
+
+
+def _registered(kind: Kind, name: str) -> bool:
+    return any(name == r.name or name in r.aliases for r in components(kind).values())
 
 
 def load_field_encoder(name: str, /, **options: Any) -> Encoder | LexicalIndex:
-    """Build what a Recommender field names: an embedding encoder or a lexical index."""
-    from newwave.encoders.base import Encoder
-    from newwave.index.lexical import LexicalIndex
-
-    component: Encoder | LexicalIndex = _build(
-        "encoder", name, (Encoder, LexicalIndex), (), options
-    )
-    return component
+    """Build what a Recommender field names: a lexical index (``"bm25"``) or an encoder."""
+    if isinstance(name, str) and _registered("lexical", name):
+        return load_lexical(name, **options)
+    try:
+        return load_encoder(name, **options)
+    except UnknownComponentError as exc:
+        lexical = ", ".join(components("lexical"))
+        raise UnknownComponentError(f"{exc}; lexical indexes: {lexical}") from None
 
 
 def load_fuser(name: str, /, *args: Any, **options: Any) -> Fuser:
