@@ -27,7 +27,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 
 import newwave
@@ -100,8 +99,7 @@ def test_musicnn_tag_clips(benchmark: Any) -> None:
         for tag, j in column.items()
     }
     qrels = {
-        tag: {c["file"]: 1 for c in clips if tag in (c["instrument"], c["tempo"])}
-        for tag in column
+        tag: {c["file"]: 1 for c in clips if tag in (c["instrument"], c["tempo"])} for tag in column
     }
     retrieval = evaluate(run, qrels, ["map", "mrr", "precision@3"]).as_dict()
     rounds = 1 if benchmark.disabled else 4

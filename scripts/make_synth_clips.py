@@ -10,7 +10,8 @@ and ``fluid-soundfont-gm`` (``apt-get install fluidsynth fluid-soundfont-gm``)::
 
     python scripts/make_synth_clips.py [--out src/newwave/data/synth_clips]
 
-The same FluidSynth, soundfont and libvorbis give the same files.
+The same FluidSynth, soundfont and libvorbis give the same audio (the files' bytes differ in
+their random OGG stream serial numbers).
 """
 
 from __future__ import annotations
@@ -80,7 +81,9 @@ def _scale(low: int, high: int, key: int) -> list[int]:
     return [p for p in range(low, high + 1) if (p - key) % 12 in MAJOR]
 
 
-def melodic_piece(rng: random.Random, instrument: str, tempo: str, beats: int) -> list[tuple[int, bytes]]:  # fmt: skip
+def melodic_piece(
+    rng: random.Random, instrument: str, tempo: str, beats: int
+) -> list[tuple[int, bytes]]:
     """A melody (a random walk on a major scale), with chords for piano and guitar."""
     program, low, high = INSTRUMENTS[instrument]
     assert program is not None
@@ -93,7 +96,7 @@ def melodic_piece(rng: random.Random, instrument: str, tempo: str, beats: int) -
     position = rng.randrange(len(scale) // 3, 2 * len(scale) // 3)
     tick = 0
     while tick < beats * TPB:
-        length = step * (rng.choice((1, 1, 2)) if fast else rng.choice((1, 1, 2)) // 1)
+        length = step * rng.choice((1, 1, 2))
         position = min(max(position + rng.choice((-2, -1, -1, 1, 1, 2)), 0), len(scale) - 1)
         _note(events, 0, tick, int(length * 0.9), scale[position], rng.randint(*velocity))
         tick += length
@@ -126,7 +129,14 @@ def drum_piece(rng: random.Random, tempo: str, beats: int) -> list[tuple[int, by
         if beat % 4 == 0 and (fast or beat == 0):
             _note(events, ch, start, sixteenth, CRASH, 100 if fast else 60)
         if fast:
-            _note(events, ch, start, sixteenth, KICK if beat % 2 == 0 else SNARE, rng.randint(100, 120))
+            _note(
+                events,
+                ch,
+                start,
+                sixteenth,
+                KICK if beat % 2 == 0 else SNARE,
+                rng.randint(100, 120),
+            )
             for s in range(4):
                 hat = OPEN_HAT if rng.random() < 0.1 else HAT
                 _note(events, ch, start + s * sixteenth, sixteenth, hat, rng.randint(70, 100))
@@ -135,7 +145,9 @@ def drum_piece(rng: random.Random, tempo: str, beats: int) -> list[tuple[int, by
             if rng.random() < 0.3:
                 _note(events, ch, start + 3 * sixteenth, sixteenth, SNARE, rng.randint(70, 100))
         else:
-            _note(events, ch, start, TPB // 2, KICK if beat % 2 == 0 else SNARE, rng.randint(55, 75))
+            _note(
+                events, ch, start, TPB // 2, KICK if beat % 2 == 0 else SNARE, rng.randint(55, 75)
+            )
             _note(events, ch, start, TPB // 2, HAT, rng.randint(35, 55))
     return events
 

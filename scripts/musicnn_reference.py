@@ -54,7 +54,9 @@ class Reference:
             self.outputs = [tf.nn.sigmoid(outputs[0]), outputs[-1]]  # probabilities, penultimate
         self.session = tf.compat.v1.Session()
         self.session.run(tf.compat.v1.global_variables_initializer())
-        tf.compat.v1.train.Saver().restore(self.session, str(Path(models.__file__).parent / model) + "/")
+        tf.compat.v1.train.Saver().restore(
+            self.session, str(Path(models.__file__).parent / model) + "/"
+        )
 
     def __call__(self, path: Path) -> tuple[np.ndarray, np.ndarray]:
         batch, _ = batch_data(str(path), N_FRAMES, N_FRAMES)
@@ -82,7 +84,11 @@ def main() -> None:
         arrays[f"{model}/taggram"] = np.stack(taggrams)
         arrays[f"{model}/penultimate"] = np.stack(penultimates)
     arrays["versions"] = np.array(
-        [f"tensorflow {tf.__version__}", f"librosa {librosa.__version__}", f"numpy {np.__version__}"]
+        [
+            f"tensorflow {tf.__version__}",
+            f"librosa {librosa.__version__}",
+            f"numpy {np.__version__}",
+        ]
     )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(args.out, **arrays)

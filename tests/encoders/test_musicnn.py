@@ -40,7 +40,7 @@ needs_weights = pytest.mark.skipif(
 )
 
 
-# -- a hand-written TensorFlow checkpoint, for the reader ------------------------------------------
+# -- a hand-written TensorFlow checkpoint, for the reader ----------------------------------------
 
 
 def _varint(value: int) -> bytes:
@@ -102,7 +102,7 @@ def _write_checkpoint(prefix: Path, tensors: dict[str, np.ndarray]) -> None:
 @pytest.fixture
 def small_checkpoint(tmp_path: Path) -> tuple[Path, dict[str, np.ndarray]]:
     rng = np.random.default_rng(0)
-    tensors = {
+    tensors: dict[str, np.ndarray] = {
         "dense/kernel": rng.standard_normal((3, 4)).astype(np.float32),
         "dense/bias": rng.standard_normal(4).astype(np.float32),
         "global_step": np.array(1234, dtype=np.int64),
@@ -117,7 +117,9 @@ def test_crc32c_check_value() -> None:
     assert crc32c(b"") == 0
 
 
-def test_reader_reads_tensors_of_each_dtype(small_checkpoint: tuple[Path, dict]) -> None:
+def test_reader_reads_tensors_of_each_dtype(
+    small_checkpoint: tuple[Path, dict[str, np.ndarray]],
+) -> None:
     prefix, tensors = small_checkpoint
     shards, entries = read_index(prefix)
     assert shards == 1
@@ -131,7 +133,7 @@ def test_reader_reads_tensors_of_each_dtype(small_checkpoint: tuple[Path, dict])
     assert sorted(only) == ["dense/bias", "dense/kernel"]
 
 
-def test_reader_detects_corruption(small_checkpoint: tuple[Path, dict]) -> None:
+def test_reader_detects_corruption(small_checkpoint: tuple[Path, dict[str, np.ndarray]]) -> None:
     prefix, _ = small_checkpoint
     data = Path(f"{prefix}.data-00000-of-00001")
     blob = bytearray(data.read_bytes())
@@ -155,7 +157,7 @@ def test_reader_detects_corruption(small_checkpoint: tuple[Path, dict]) -> None:
         read_index(prefix)
 
 
-# -- without the weights ----------------------------------------------------------------------------
+# -- without the weights --------------------------------------------------------------------------
 
 
 def test_registered_as_an_audio_encoder() -> None:
@@ -203,7 +205,8 @@ def test_log_mel_patches_cut_and_loop() -> None:
     patches = log_mel_patches(seven)  # 438 frames: two whole patches, the rest dropped
     assert patches.shape == (2, 187, 96)
     assert patches.dtype == np.float32
-    assert np.isfinite(patches).all() and patches.min() >= 0
+    assert np.isfinite(patches).all()
+    assert patches.min() >= 0
     short = log_mel_patches(seven[:16000])  # 63 frames, looped to one patch
     assert short.shape == (1, 187, 96)
     np.testing.assert_array_equal(short[0, 63:126], short[0, :63])
@@ -220,7 +223,7 @@ def test_loud_audio_does_not_overflow() -> None:
     assert patches.max() > np.log10(65504)  # past what float16 arithmetic could hold
 
 
-# -- on the real weights ---------------------------------------------------------------------------
+# -- on the real weights -------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -316,7 +319,8 @@ def test_encode_audio_is_the_mean_penultimate(
     encoder = MusicnnEncoder(device="cpu")
     files = [str(CLIPS / clip["file"]) for clip in clips[:4]]
     vectors = encoder.encode_audio(files)
-    assert vectors.shape == (4, 200) and vectors.dtype == np.float32
+    assert vectors.shape == (4, 200)
+    assert vectors.dtype == np.float32
     expected = outputs["MTT_musicnn"][1][:4].mean(axis=1)
     expected /= np.linalg.norm(expected, axis=1, keepdims=True)
     np.testing.assert_allclose(vectors, expected, atol=1e-5)
@@ -347,12 +351,14 @@ def test_tags_and_inputs() -> None:
     samples, rate = sf.read(path, dtype="float32")
     stereo_44k = np.stack([samples, samples])
     tags = encoder.tags([str(path), (samples, rate)], top_k=5)
-    assert len(tags) == 2 and all(len(t) == 5 for t in tags)
+    assert len(tags) == 2
+    assert all(len(t) == 5 for t in tags)
     assert tags[0] == tags[1]  # a path and its decoded samples agree
     assert tags[0][0][0] == "flute"
     assert [p for _, p in tags[0]] == sorted((p for _, p in tags[0]), reverse=True)
     kept = encoder.tags([str(path)], threshold=0.1)[0]
-    assert kept and all(p >= 0.1 for _, p in kept)
+    assert kept
+    assert all(p >= 0.1 for _, p in kept)
     assert encoder.tag_probabilities([(stereo_44k, 16000)]).shape == (1, 50)
     one_second = encoder.tag_probabilities([(samples[:16000], rate)])  # looped to 3 s
     assert np.isfinite(one_second).all()
@@ -361,7 +367,8 @@ def test_tags_and_inputs() -> None:
     skipped = pytest.warns(UserWarning, match="skipped 1 audio")
     with skipped:
         rows = encoder.tag_probabilities([(samples[:100], rate), str(path)], on_error="skip")
-    assert np.isnan(rows[0]).all() and np.isfinite(rows[1]).all()
+    assert np.isnan(rows[0]).all()
+    assert np.isfinite(rows[1]).all()
     with pytest.raises(InvalidInputError, match="top_k"):
         encoder.tags([str(path)], top_k=0)
     with pytest.raises(InvalidInputError, match="threshold"):

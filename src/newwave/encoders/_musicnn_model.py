@@ -34,6 +34,8 @@ class _BatchNorm(nn.Module):
         mean, var = _get(weights, f"{name}/moving_mean"), _get(weights, f"{name}/moving_variance")
         gamma, beta = _get(weights, f"{name}/gamma"), _get(weights, f"{name}/beta")
         scale = gamma / torch.sqrt(var + _EPS)
+        self.scale: torch.Tensor
+        self.shift: torch.Tensor
         self.register_buffer("scale", scale)
         self.register_buffer("shift", beta - mean * scale)
 
@@ -57,11 +59,17 @@ class Musicnn(nn.Module):
         self.input_bn = _BatchNorm(weights, "batch_normalization")
         self.frontend = nn.ModuleList()
         self.frontend_bn = nn.ModuleList()
+        self._front_pads: list[tuple[int, int, int, int]] = []  # F.pad's (freq, freq, time, time)
         for i in range(5):
             kernel = _get(weights, f"conv2d{_suffix(i)}/kernel")  # (kt, kf, 1, out)
-            conv = nn.Conv2d(1, kernel.shape[3], tuple(kernel.shape[:2]))
-            _set(conv, kernel.permute(3, 2, 0, 1), _get(weights, f"conv2d{_suffix(i)}/bias"))
-            self.frontend.append(conv)
+            conv2d = nn.Conv2d(1, kernel.shape[3], (kernel.shape[0], kernel.shape[1]))
+            _set(conv2d, kernel.permute(3, 2, 0, 1), _get(weights, f"conv2d{_suffix(i)}/bias"))
+            self.frontend.append(conv2d)
+            kt, kf = int(kernel.shape[0]), int(kernel.shape[1])
+            # timbral (kf > 1): time padded 3 + 3, frequency valid; temporal: TF's "same"
+            # padding in time, the extra sample after
+            before = 3 if kf > 1 else (kt - 1) // 2
+            self._front_pads.append((0, 0, before, kt - 1 - before))
             self.frontend_bn.append(_BatchNorm(weights, f"batch_normalization_{i + 1}"))
         self.midend = nn.ModuleList()
         self.midend_bn = nn.ModuleList()
@@ -89,15 +97,17 @@ class Musicnn(nn.Module):
         features ``(batch, 200)``."""
         x = self.input_bn(x).unsqueeze(1)  # (B, 1, T, F): NCHW of TF's NHWC (B, T, F, 1)
         features = []
-        for conv, bn in zip(self.frontend, self.frontend_bn, strict=True):
-            kt = conv.kernel_size[0]
-            if conv.kernel_size[1] > 1:  # timbral: pad time 3 + 3 ("same" in time, valid in freq)
-                padded = F.pad(x, (0, 0, 3, 3))
-            else:  # temporal: TF "same" padding, the extra sample after
-                padded = F.pad(x, (0, 0, (kt - 1) // 2, kt - 1 - (kt - 1) // 2))
-            y = torch.relu(conv(padded))  # (B, C, T, F')
-            y = bn(y.permute(0, 2, 3, 1))  # (B, T, F', C)
-            features.append(y.amax(dim=2))  # max over frequency: (B, T, C)
+        for conv, bn, pad in zip(self.frontend, self.frontend_bn, self._front_pads, strict=True):
+            y = conv(F.pad(x, pad))  # (B, C, T, F')
+            # TF: max over frequency of bn(relu(y)). ReLU and a channel's affine batch norm are
+            # monotone (decreasing where its scale is negative), so the max is taken first, on
+            # the channel's max or min over frequency: the same floats, a fraction of the work.
+            if bool((bn.scale < 0).any()):
+                low, high = torch.aminmax(y, dim=3)  # (B, C, T)
+                top = torch.where((bn.scale >= 0)[None, :, None], high, low)
+            else:
+                top = y.amax(dim=3)
+            features.append(bn(torch.relu(top).transpose(1, 2)))  # (B, T, C)
         front = torch.cat(features, dim=2)  # (B, T, 561)
         h = front.transpose(1, 2)  # (B, 561, T)
         outs = [h]
@@ -124,10 +134,13 @@ def _get(weights: Weights, name: str) -> torch.Tensor:
     return torch.from_numpy(np.asarray(weights[name], dtype=np.float32))
 
 
-def _set(layer: nn.Conv1d | nn.Conv2d | nn.Linear, weight: torch.Tensor, bias: torch.Tensor) -> None:
+def _set(
+    layer: nn.Conv1d | nn.Conv2d | nn.Linear, weight: torch.Tensor, bias: torch.Tensor
+) -> None:
     if tuple(layer.weight.shape) != tuple(weight.shape) or layer.bias is None:
         raise ModelNotFoundError(
-            f"a musicnn variable has shape {tuple(weight.shape)}, expected {tuple(layer.weight.shape)}"
+            f"a musicnn variable has shape {tuple(weight.shape)}, "
+            f"expected {tuple(layer.weight.shape)}"
         )
     with torch.no_grad():
         layer.weight.copy_(weight.contiguous())

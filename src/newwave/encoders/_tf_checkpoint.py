@@ -64,7 +64,7 @@ class TensorEntry:
     sliced: bool
 
 
-class _Corrupt(ValueError):
+class _CorruptError(ValueError):
     pass
 
 
@@ -78,14 +78,16 @@ def read_index(prefix: str | os.PathLike[str]) -> tuple[int, dict[str, TensorEnt
         records = dict(_table_records(data))
         header = records.pop(b"", None)
         if header is None:
-            raise _Corrupt("no header entry")
+            raise _CorruptError("no header entry")
         fields = dict(_fields(header))
         if fields.get(2, 0) != 0:
             raise ModelNotFoundError(f"{path}: big-endian checkpoints are not supported")
         shards = int(fields.get(1, 1))
         entries = {key.decode(): _entry(key.decode(), value) for key, value in records.items()}
-    except (_Corrupt, IndexError, struct.error, UnicodeDecodeError) as exc:
-        raise ModelNotFoundError(f"{path} is not a readable TensorFlow checkpoint index: {exc}") from exc
+    except (_CorruptError, IndexError, struct.error, UnicodeDecodeError) as exc:
+        raise ModelNotFoundError(
+            f"{path} is not a readable TensorFlow checkpoint index: {exc}"
+        ) from exc
     return shards, entries
 
 
@@ -106,7 +108,9 @@ def read_checkpoint(
     files: dict[int, bytes] = {}
     for entry in sorted(wanted, key=lambda e: (e.shard, e.offset)):
         if entry.sliced:
-            raise ModelNotFoundError(f"{prefix}: tensor {entry.name!r} is partitioned (unsupported)")
+            raise ModelNotFoundError(
+                f"{prefix}: tensor {entry.name!r} is partitioned (unsupported)"
+            )
         dtype = _DTYPES.get(entry.dtype)
         if dtype is None:
             raise ModelNotFoundError(
@@ -167,7 +171,7 @@ def _varint(data: bytes, pos: int) -> tuple[int, int]:
     result = shift = 0
     while True:
         if pos >= len(data):
-            raise _Corrupt("truncated varint")
+            raise _CorruptError("truncated varint")
         byte = data[pos]
         pos += 1
         result |= (byte & 0x7F) << shift
@@ -175,26 +179,26 @@ def _varint(data: bytes, pos: int) -> tuple[int, int]:
             return result, pos
         shift += 7
         if shift > 63:
-            raise _Corrupt("varint too long")
+            raise _CorruptError("varint too long")
 
 
 def _block(data: bytes, handle: bytes) -> bytes:
     offset, pos = _varint(handle, 0)
     size, _ = _varint(handle, pos)
     if offset + size + _BLOCK_TRAILER > len(data):
-        raise _Corrupt("block handle points past the end of the file")
+        raise _CorruptError("block handle points past the end of the file")
     if data[offset + size] != 0:
-        raise _Corrupt("compressed index blocks are not supported")
+        raise _CorruptError("compressed index blocks are not supported")
     return data[offset : offset + size]
 
 
 def _block_entries(block: bytes) -> Iterator[tuple[bytes, bytes]]:
     if len(block) < 4:
-        raise _Corrupt("block too short")
+        raise _CorruptError("block too short")
     (restarts,) = struct.unpack_from("<I", block, len(block) - 4)
     end = len(block) - 4 - 4 * restarts
     if end < 0:
-        raise _Corrupt("bad restart count")
+        raise _CorruptError("bad restart count")
     pos, key = 0, b""
     while pos < end:
         shared, pos = _varint(block, pos)
@@ -208,11 +212,11 @@ def _block_entries(block: bytes) -> Iterator[tuple[bytes, bytes]]:
 
 def _table_records(data: bytes) -> Iterator[tuple[bytes, bytes]]:
     if len(data) < _FOOTER:
-        raise _Corrupt("file too short")
+        raise _CorruptError("file too short")
     footer = data[-_FOOTER:]
     (magic,) = struct.unpack_from("<Q", footer, _FOOTER - 8)
     if magic != _MAGIC:
-        raise _Corrupt("bad table magic number")
+        raise _CorruptError("bad table magic number")
     _, pos = _varint(footer, 0)  # metaindex handle: offset, size (unused)
     _, pos = _varint(footer, pos)
     index = _block(data, footer[pos:])
@@ -240,7 +244,7 @@ def _fields(message: bytes) -> Iterator[tuple[int, int | bytes]]:
             (value,) = struct.unpack_from("<I", message, pos)
             pos += 4
         else:
-            raise _Corrupt(f"unsupported protobuf wire type {wire}")
+            raise _CorruptError(f"unsupported protobuf wire type {wire}")
         yield number, value
 
 

@@ -10,6 +10,7 @@ female, male, ambient, rock, ...) or the Million Song Dataset's (``MSD_musicnn``
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import os
 import threading
 from collections.abc import Sequence
@@ -263,7 +264,9 @@ class MusicnnEncoder(Encoder):
         least that much. These are a model's guesses, to fill in a track that has no tags, not
         human tags: keep them apart (e.g. in ``track.metadata``) and say where they came from.
         """
-        if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+        if top_k is not None and (
+            isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1
+        ):
             raise InvalidInputError(f"top_k must be a positive integer or None, got {top_k!r}")
         if not isinstance(threshold, (int, float)) or not 0.0 <= threshold <= 1.0:
             raise InvalidInputError(f"threshold must lie in [0, 1], got {threshold!r}")
@@ -316,8 +319,8 @@ class MusicnnEncoder(Encoder):
         counts = [len(p) for p in tracks]
         probabilities, features = self.forward_patches(np.concatenate(tracks))
         bounds = np.cumsum([0, *counts])
-        probs = np.stack([probabilities[a:b].mean(axis=0) for a, b in zip(bounds, bounds[1:])])
-        feats = np.stack([features[a:b].mean(axis=0) for a, b in zip(bounds, bounds[1:])])
+        probs = np.stack([probabilities[a:b].mean(axis=0) for a, b in itertools.pairwise(bounds)])
+        feats = np.stack([features[a:b].mean(axis=0) for a, b in itertools.pairwise(bounds)])
         return probs.astype(np.float32), feats.astype(np.float32)
 
     def _load(self) -> _Loaded:
