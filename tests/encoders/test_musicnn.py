@@ -269,6 +269,12 @@ def test_packaged_checkpoint_is_intact() -> None:
     assert weights["conv2d_5/kernel"].shape == (7, 561, 1, 64)
     assert weights["dense_1/kernel"].shape == (200, 50)
     assert MusicnnEncoder(device="cpu").weights_source == f"{directory}/"
+    given = MusicnnEncoder(checkpoint=directory, device="cpu")
+    assert given.model_id == f"musicnn/MTT_musicnn@{directory}"
+    clip = [(np.sin(np.arange(48000) / 5).astype(np.float32), 16000)]
+    np.testing.assert_array_equal(
+        given.encode_audio(clip), MusicnnEncoder(device="cpu").encode_audio(clip)
+    )
 
 
 @needs_weights

@@ -8,6 +8,7 @@ Imported only when the ``musicnn`` encoder loads its weights (it imports torch).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import cast
 
 import numpy as np
 import numpy.typing as npt
@@ -38,6 +39,8 @@ class _BatchNorm(nn.Module):
         self.shift: torch.Tensor
         self.register_buffer("scale", scale)
         self.register_buffer("shift", beta - mean * scale)
+        # channels whose scale is negative (the affine map reverses order), if any
+        self.reverses = bool((scale < 0).any())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.scale + self.shift
@@ -102,9 +105,10 @@ class Musicnn(nn.Module):
             # TF: max over frequency of bn(relu(y)). ReLU and a channel's affine batch norm are
             # monotone (decreasing where its scale is negative), so the max is taken first, on
             # the channel's max or min over frequency: the same floats, a fraction of the work.
-            if bool((bn.scale < 0).any()):
+            norm = cast(_BatchNorm, bn)
+            if norm.reverses:
                 low, high = torch.aminmax(y, dim=3)  # (B, C, T)
-                top = torch.where((bn.scale >= 0)[None, :, None], high, low)
+                top = torch.where((norm.scale >= 0)[None, :, None], high, low)
             else:
                 top = y.amax(dim=3)
             features.append(bn(torch.relu(top).transpose(1, 2)))  # (B, T, C)

@@ -186,7 +186,9 @@ class MusicnnEncoder(Encoder):
 
     @property
     def model_id(self) -> str:
-        return f"musicnn/{self.model}"
+        """``musicnn/<model>``, with ``@<checkpoint>`` when the weights come from a path."""
+        base = f"musicnn/{self.model}"
+        return base if self.checkpoint is None else f"{base}@{self.checkpoint}"
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -346,10 +348,11 @@ class MusicnnEncoder(Encoder):
         prefix = self._checkpoint_prefix()
         weights = read_checkpoint(prefix, lambda name: not name.endswith(("/Adam", "/Adam_1")))
         net = Musicnn(weights)
-        if net.n_labels != len(self.labels):
+        if net.n_labels != len(self.labels) or net.n_penultimate != self.dim:
             raise ModelNotFoundError(
-                f"the checkpoint at {prefix!r} has {net.n_labels} outputs, but {self.model} has "
-                f"{len(self.labels)} tags: is it a checkpoint of {self.model}?"
+                f"the checkpoint at {prefix!r} has {net.n_labels} outputs and "
+                f"{net.n_penultimate} penultimate units, but {self.model} has {len(self.labels)} "
+                f"tags and {self.dim} units: is it a checkpoint of {self.model}?"
             )
         net.eval().to(self.device)
         return _Loaded(torch=torch, net=net, source=prefix)
