@@ -17,8 +17,14 @@ $(VENV)/.demo-installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet "$(TORCH)" -e ".[minilm]"
 	touch $@
 
+# MUSICNN: the musicnn wheel, for its trained checkpoints only (the musicnn encoder reads them
+# without TensorFlow); --no-deps because its declared TensorFlow and numpy<1.17 are not needed
+# and do not install on current Python.
+MUSICNN ?= musicnn==0.1.0
+
 $(VENV)/.dev-installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet "$(TORCH)" -e ".[dev]"
+	$(BIN)/python -m pip install --quiet --no-deps "$(MUSICNN)"
 	touch $@
 
 demo: $(VENV)/.demo-installed

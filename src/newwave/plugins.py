@@ -56,6 +56,7 @@ BUILTIN_PLUGINS: dict[str, str] = {
     "minilm": "newwave.encoders.minilm",
     "bge-m3": "newwave.encoders.bge_m3",
     "biencoder": "newwave.encoders.biencoder",
+    "musicnn": "newwave.encoders.musicnn",
     "mlp": "newwave.fusion.mlp",
     "score-fusion": "newwave.fusion.score",
     "faiss": "newwave.index.faiss",
