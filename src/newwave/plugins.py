@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import pluggy
 
 from newwave import hookspecs
+from newwave._distribution import is_this_distribution
 from newwave.errors import ComponentUnavailableError, PluginError, UnknownComponentError
 
 if TYPE_CHECKING:
@@ -111,7 +112,7 @@ def _load_entry_points(pm: pluggy.PluginManager, allowed: str | None) -> None:
     allow = None if allowed is None else {n.strip() for n in allowed.split(",") if n.strip()}
     for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
         dist = ep.dist.name if ep.dist is not None else ""
-        if dist == "newwave":
+        if is_this_distribution(dist):
             continue  # the built-ins, already registered above
         if allow is not None and ep.name not in allow and dist not in allow:
             continue
