@@ -14,6 +14,7 @@ import difflib
 import importlib
 import importlib.metadata
 import os
+import re
 import threading
 import warnings
 from collections.abc import Callable
@@ -24,7 +25,12 @@ import pluggy
 
 from newwave import hookspecs
 from newwave._distribution import is_this_distribution
-from newwave.errors import ComponentUnavailableError, PluginError, UnknownComponentError
+from newwave.errors import (
+    ComponentUnavailableError,
+    InvalidInputError,
+    PluginError,
+    UnknownComponentError,
+)
 
 if TYPE_CHECKING:
     from newwave.encoders.base import Encoder
@@ -36,6 +42,7 @@ if TYPE_CHECKING:
 __all__ = [
     "BUILTIN_PLUGINS",
     "ENTRY_POINT_GROUP",
+    "MODEL_ENCODER",
     "Kind",
     "Registration",
     "components",
@@ -56,6 +63,7 @@ BUILTIN_PLUGINS: dict[str, str] = {
     "clap": "newwave.encoders.clap",
     "minilm": "newwave.encoders.minilm",
     "bge-m3": "newwave.encoders.bge_m3",
+    "sentence-transformers": "newwave.encoders.sentence_transformers",
     "biencoder": "newwave.encoders.biencoder",
     "mlp": "newwave.fusion.mlp",
     "score-fusion": "newwave.fusion.score",
@@ -63,6 +71,12 @@ BUILTIN_PLUGINS: dict[str, str] = {
     "bm25": "newwave.index.lexical",
     "query-rules": "newwave.query.rules",
 }
+
+#: The encoder that a name shaped like a hub id (``"org/name"``) resolves to when no component
+#: claims that name: ``load_encoder("org/name")`` means ``load_encoder(MODEL_ENCODER,
+#: model="org/name")``.
+MODEL_ENCODER = "sentence-transformers"
+_HUB_ID = re.compile(r"^[\w.\-]+/[\w.\-]+$")
 
 Kind = Literal["encoder", "fuser", "retriever", "rewriter"]
 _KINDS: tuple[Kind, ...] = ("encoder", "fuser", "retriever", "rewriter")
@@ -208,6 +222,21 @@ def _build(
     return component
 
 
+def _model_reference(name: str, options: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """``(name, options)``, or for an unclaimed hub id ``(MODEL_ENCODER, {"model": name, ...})``."""
+    if not isinstance(name, str) or not _HUB_ID.match(name):
+        return name, options
+    for registration in components("encoder").values():
+        if name == registration.name or name in registration.aliases:
+            return name, options
+    if "model" in options:
+        raise InvalidInputError(
+            f"{name!r} names a model, so model={options['model']!r} cannot name another; use "
+            f"load_encoder({MODEL_ENCODER!r}, model=...)"
+        )
+    return MODEL_ENCODER, {"model": name, **options}
+
+
 def _builds(name: str, kind: type) -> bool:
     """Whether the encoder registered as ``name`` is a class of ``kind`` (a subclass)."""
     factory = _resolve("encoder", name).factory
@@ -217,8 +246,10 @@ def _builds(name: str, kind: type) -> bool:
 def load_encoder(name: str, /, **options: Any) -> Encoder:
     """Build the encoder registered as ``name`` (or an alias) with keyword ``options``.
 
-    An unknown name raises :class:`~newwave.errors.UnknownComponentError` listing the known ones;
-    a lexical index (``"bm25"``) raises :class:`~newwave.errors.ComponentUnavailableError`.
+    A hub id that no component claims (``"sentence-transformers/all-mpnet-base-v2"``) builds the
+    ``sentence-transformers`` encoder with that model. An unknown name raises
+    :class:`~newwave.errors.UnknownComponentError` listing the known ones; a lexical index
+    (``"bm25"``) raises :class:`~newwave.errors.ComponentUnavailableError`.
     """
     from newwave.encoders.base import Encoder
 
@@ -242,6 +273,7 @@ def _build_field_encoder(name: str, wanted: type, options: Any) -> Any:
     from newwave.encoders.base import Encoder
     from newwave.index.lexical import LexicalIndex
 
+    name, options = _model_reference(name, dict(options))
     other = LexicalIndex if wanted is Encoder else Encoder
     what: dict[type, str] = {Encoder: "an embedding model", LexicalIndex: "a lexical index"}
     loader: dict[type, str] = {Encoder: "load_encoder", LexicalIndex: "load_lexical"}
@@ -264,6 +296,7 @@ def load_field_encoder(name: str, /, **options: Any) -> Encoder | LexicalIndex:
     from newwave.encoders.base import Encoder
     from newwave.index.lexical import LexicalIndex
 
+    name, options = _model_reference(name, dict(options))
     component: Encoder | LexicalIndex = _build(
         "encoder", name, (Encoder, LexicalIndex), (), options
     )
