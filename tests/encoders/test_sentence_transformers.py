@@ -4,6 +4,9 @@ sentence-transformers' own ``encode``."""
 from __future__ import annotations
 
 import importlib
+import os
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -261,3 +264,45 @@ def test_minilm_weights_give_minilm_vectors_up_to_256_tokens() -> None:
     # ~500 tokens: a quiet piano, then metal that the truncated vector never sees.
     long = ["rain on the window and a quiet piano " * 32 + "metal riffs and blast beats " * 32]
     assert float((plugin.encode_text(long) @ minilm.encode_text(long).T)[0, 0]) < 0.9999
+
+
+def test_a_hub_id_loads_offline_from_the_hugging_face_cache(
+    models: dict[str, Path], tmp_path: Path
+) -> None:
+    """A model in the Hugging Face cache loads by its hub id with HF_HUB_OFFLINE=1, no network."""
+    cache = tmp_path / "hub"
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = cache / "models--newwave-tests--tiny-cls"
+    shutil.copytree(models["cls"], repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    code = (
+        "import numpy as np\n"
+        "from newwave.plugins import load_encoder\n"
+        "e = load_encoder('newwave-tests/tiny-cls', device='cpu')\n"
+        "v = e.encode_text(['sad piano song', 'techno'])\n"
+        "print(e.weights_source)\n"
+        "np.save('vectors.npy', v)\n"
+    )
+    env = {**os.environ, "HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "newwave-tests/tiny-cls"
+    theirs = _theirs(models["cls"], ["sad piano song", "techno"])
+    assert _cosines(np.load(tmp_path / "vectors.npy"), theirs).min() >= 0.9999
+
+
+def test_construction_loads_no_model_library() -> None:
+    """Building the encoder (as a saved library does) imports neither transformers nor
+    sentence-transformers; the model loads on first use."""
+    code = (
+        "import sys\n"
+        "from newwave.plugins import load_encoder\n"
+        "load_encoder('sentence-transformers/all-mpnet-base-v2', device='cpu')\n"
+        "bad = [m for m in ('transformers', 'sentence_transformers') if m in sys.modules]\n"
+        "assert not bad, bad\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
