@@ -63,7 +63,7 @@ def test_unknown_attribute_raises_attribute_error() -> None:
 
 
 def test_version_is_the_installed_version() -> None:
-    assert newwave.__version__ == importlib.metadata.version("newwave")
+    assert newwave.__version__ == importlib.metadata.version("newwave-music")
 
 
 def test_errors_share_the_root() -> None:

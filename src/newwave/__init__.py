@@ -106,8 +106,10 @@ def __getattr__(name: str) -> Any:
     if name == "__version__":
         from importlib.metadata import PackageNotFoundError, version
 
+        from newwave._distribution import DISTRIBUTION
+
         try:
-            value: Any = version("newwave")
+            value: Any = version(DISTRIBUTION)
         except PackageNotFoundError:  # running from a source tree that is not installed
             value = "0+unknown"
     elif name in _LAZY:

@@ -14,6 +14,7 @@ import difflib
 import importlib
 import importlib.metadata
 import os
+import re
 import threading
 import warnings
 from collections.abc import Callable
@@ -23,7 +24,13 @@ from typing import TYPE_CHECKING, Any, Literal
 import pluggy
 
 from newwave import hookspecs
-from newwave.errors import ComponentUnavailableError, PluginError, UnknownComponentError
+from newwave._distribution import is_this_distribution
+from newwave.errors import (
+    ComponentUnavailableError,
+    InvalidInputError,
+    PluginError,
+    UnknownComponentError,
+)
 
 if TYPE_CHECKING:
     from newwave.encoders.base import Encoder
@@ -35,6 +42,7 @@ if TYPE_CHECKING:
 __all__ = [
     "BUILTIN_PLUGINS",
     "ENTRY_POINT_GROUP",
+    "MODEL_ENCODER",
     "Kind",
     "Registration",
     "components",
@@ -55,6 +63,7 @@ BUILTIN_PLUGINS: dict[str, str] = {
     "clap": "newwave.encoders.clap",
     "minilm": "newwave.encoders.minilm",
     "bge-m3": "newwave.encoders.bge_m3",
+    "sentence-transformers": "newwave.encoders.sentence_transformers",
     "biencoder": "newwave.encoders.biencoder",
     "musicnn": "newwave.encoders.musicnn",
     "mlp": "newwave.fusion.mlp",
@@ -63,6 +72,12 @@ BUILTIN_PLUGINS: dict[str, str] = {
     "bm25": "newwave.lexical.bm25",
     "query-rules": "newwave.query.rules",
 }
+
+#: The encoder that a name shaped like a hub id (``"org/name"``) resolves to when no component
+#: claims that name: ``load_encoder("org/name")`` means ``load_encoder(MODEL_ENCODER,
+#: model="org/name")``.
+MODEL_ENCODER = "sentence-transformers"
+_HUB_ID = re.compile(r"^[\w.\-]+/[\w.\-]+$")
 
 Kind = Literal["encoder", "lexical", "fuser", "retriever", "rewriter"]
 _KINDS: tuple[Kind, ...] = ("encoder", "lexical", "fuser", "retriever", "rewriter")
@@ -112,7 +127,7 @@ def _load_entry_points(pm: pluggy.PluginManager, allowed: str | None) -> None:
     allow = None if allowed is None else {n.strip() for n in allowed.split(",") if n.strip()}
     for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
         dist = ep.dist.name if ep.dist is not None else ""
-        if dist == "newwave":
+        if is_this_distribution(dist):
             continue  # the built-ins, already registered above
         if allow is not None and ep.name not in allow and dist not in allow:
             continue
@@ -208,15 +223,33 @@ def _build(
     return component
 
 
+def _model_reference(name: str, options: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """``(name, options)``, or for an unclaimed hub id ``(MODEL_ENCODER, {"model": name, ...})``."""
+    if not isinstance(name, str) or not _HUB_ID.match(name):
+        return name, options
+    for registration in components("encoder").values():
+        if name == registration.name or name in registration.aliases:
+            return name, options
+    if "model" in options:
+        raise InvalidInputError(
+            f"{name!r} names a model, so model={options['model']!r} cannot name another; use "
+            f"load_encoder({MODEL_ENCODER!r}, model=...)"
+        )
+    return MODEL_ENCODER, {"model": name, **options}
+
+
 def load_encoder(name: str, /, **options: Any) -> Encoder:
     """Build the encoder registered as ``name`` (or an alias) with keyword ``options``.
 
-    An unknown name raises :class:`~newwave.errors.UnknownComponentError` listing the known ones;
-    a lexical index (``"bm25"``) raises :class:`~newwave.errors.ComponentUnavailableError`.
+    A hub id that no component claims (``"sentence-transformers/all-mpnet-base-v2"``) builds the
+    ``sentence-transformers`` encoder with that model. An unknown name raises
+    :class:`~newwave.errors.UnknownComponentError` listing the known ones; a lexical index
+    (``"bm25"``) raises :class:`~newwave.errors.ComponentUnavailableError`.
     """
     from newwave.encoders.base import Encoder
 
     _refuse_other_kind(name, "encoder", "lexical")
+    name, options = _model_reference(name, dict(options))
     component: Encoder = _build("encoder", name, Encoder, (), options)
     return component
 
