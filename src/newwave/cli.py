@@ -20,6 +20,7 @@ import json
 import os
 import sys
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from importlib import resources
 from pathlib import Path
@@ -492,7 +493,9 @@ def _where(text: str | None) -> dict[str, Any] | None:
 
 
 def _shorten(text: str, width: int) -> str:
-    text = " ".join(text.split())
+    """``text`` on one line, without control characters (an id may hold terminal escapes),
+    cut at a word to at most ``width`` characters."""
+    text = _one_line(text)
     if len(text) <= width:
         return text
     cut = text[: width - 1]
@@ -751,21 +754,56 @@ def _result_options(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; return the exit status."""
+    """Run the command line; return the exit status.
+
+    Every failure is one line on stderr, ``newwave: error: ...``, with exit status 1; warnings
+    are one line each, ``newwave: warning: ...``. ``NEWWAVE_DEBUG=1`` shows the traceback of an
+    unexpected error.
+    """
     args = build_parser().parse_args(argv)
-    try:
-        status: int = args.run(args)
-    except NewWaveError as exc:
-        print(f"newwave: error: {exc}", file=sys.stderr)
-        return 1
-    except BrokenPipeError:  # e.g. `newwave search ... --json | head`: stop quietly
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())  # so that the exit's flush does not fail again
-        return 1
-    except OSError as exc:  # an unreadable file or a full disk, say
-        print(f"newwave: error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("newwave: interrupted", file=sys.stderr)
-        return 130
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")  # each warning once, as a line
+        warnings.showwarning = _show_warning
+        try:
+            status: int = args.run(args)
+        except (NewWaveError, OSError) as exc:  # OSError: an unreadable file, a full disk
+            if isinstance(exc, BrokenPipeError):  # `newwave search ... --json | head`
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, sys.stdout.fileno())  # so that the exit's flush does not fail
+                return 1
+            _error(str(exc))
+            return 1
+        except KeyboardInterrupt:
+            print("newwave: interrupted", file=sys.stderr)
+            return 130
+        except (MemoryError, RecursionError) as exc:
+            _error(f"out of memory or too deeply nested input ({type(exc).__name__})")
+            return 1
+        except Exception as exc:
+            if os.environ.get("NEWWAVE_DEBUG"):
+                raise
+            _error(f"unexpected {type(exc).__name__}: {exc} (NEWWAVE_DEBUG=1 shows where)")
+            return 1
     return status
+
+
+def _error(message: str) -> None:
+    print(f"newwave: error: {_one_line(message)}", file=sys.stderr)
+
+
+def _show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: Any = None,
+    line: str | None = None,
+) -> None:
+    """Warnings as one line: ``newwave: warning: ...`` (no source location)."""
+    print(f"newwave: warning: {_one_line(str(message))}", file=sys.stderr)
+
+
+def _one_line(text: str) -> str:
+    """``text`` on one line, without terminal control characters."""
+    printable = "".join(c for c in text if c.isprintable() or c.isspace())
+    return " ".join(printable.split())
