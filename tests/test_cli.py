@@ -68,7 +68,7 @@ def test_index_a_jsonl_catalogue(
     assert "6 new, 0 changed, 0 unchanged" in out
     assert "encoded: 12 field values (description 6, tags 6)" in out
     assert "6 tracks; fields description=keyword, tags=keyword; fuser weighted" in out
-    assert (tmp_path / "lib" / "newwave.json").is_file()
+    assert (tmp_path / "lib" / "library.sqlite").is_file()
 
 
 def test_reindexing_encodes_only_what_changed(
@@ -388,3 +388,39 @@ def test_the_demo_finds_what_its_queries_ask_for(capsys: pytest.CaptureFixture[s
     for query, expected in DEMO_EXPECTED.items():
         ranked = re.findall(r"^  \d+\. (\S+)", blocks[query], re.M)
         assert expected in ranked[:3], (query, blocks[query])
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        (RecursionError("maximum recursion depth"), "out of memory or too deeply nested input"),
+        (
+            RuntimeError("Error in faiss::read_index at x.cpp:12:\nbad \x1b[31mred"),
+            "unexpected RuntimeError: Error in faiss::read_index at x.cpp:12: bad [31mred",
+        ),
+    ],
+)
+def test_every_failure_and_warning_is_one_line(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    error: Exception,
+    expected: str,
+) -> None:
+    import argparse
+    import warnings
+
+    from newwave import cli
+
+    def run(args: argparse.Namespace) -> int:
+        warnings.warn("a warning\nover two lines", UserWarning, stacklevel=1)
+        raise error
+
+    parser = argparse.ArgumentParser()
+    parser.set_defaults(run=run)
+    monkeypatch.setattr(cli, "build_parser", lambda: parser)
+    assert cli.main([]) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        "newwave: warning: a warning over two lines",
+        f"newwave: error: {expected}"
+        + (" (NEWWAVE_DEBUG=1 shows where)" if "unexpected" in expected else " (RecursionError)"),
+    ]

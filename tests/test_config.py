@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import importlib.metadata
 from pathlib import Path
 
 import pytest
@@ -31,6 +32,7 @@ def test_round_trips_through_json(tmp_path: Path) -> None:
 def test_records_library_versions() -> None:
     versions = make_config().versions
     assert {"python", "newwave", "numpy"} <= set(versions)
+    assert versions["newwave"] == importlib.metadata.version("newwave-music")
 
 
 @pytest.mark.parametrize(

@@ -23,7 +23,7 @@ from newwave.errors import (
     UnknownTrackError,
 )
 from newwave.hookspecs import Register
-from newwave.index.lexical import BM25Index, LexicalIndex, analyze
+from newwave.lexical import BM25Index, LexicalIndex, analyze
 from newwave.plugins import components, get_plugin_manager, load_encoder, load_lexical
 from newwave.types import Ranking
 
@@ -436,7 +436,7 @@ def test_duplicate_postings_raise_index_corrupt(tmp_path: Path) -> None:
 
 def test_load_encoder_refuses_a_lexical_index_and_says_what_to_do() -> None:
     message = (
-        "encoder 'bm25' is a lexical index, not an embedding model: use it as a Recommender "
+        "'bm25' is a lexical index, not an embedding model: use it as a Recommender "
         "field encoder, or build it with newwave.plugins.load_lexical('bm25')"
     )
     with pytest.raises(ComponentUnavailableError) as info:
@@ -450,7 +450,8 @@ def test_load_lexical_builds_bm25_and_refuses_embedding_models() -> None:
     index = load_lexical("bm25", k1=2.0)
     assert isinstance(index, BM25Index)
     assert index.get_config() == {"k1": 2.0, "b": 0.75}
-    assert components("encoder")["bm25"].plugin == "bm25"
+    assert components("lexical")["bm25"].plugin == "bm25"
+    assert "bm25" not in components("encoder")
     with pytest.raises(ComponentUnavailableError, match="'minilm' is an embedding model"):
         load_lexical("minilm")
 
@@ -459,7 +460,7 @@ class _FactoryPlugin:
     """A plugin registering lexical indexes through a function, not a class."""
 
     @hookimpl
-    def register_encoders(self, register: Register) -> None:
+    def register_lexical(self, register: Register) -> None:
         def bm25_strict(**options: Any) -> BM25Index:
             """BM25 that ignores length."""
             return BM25Index(b=0.0, **options)
@@ -467,7 +468,7 @@ class _FactoryPlugin:
         register(bm25_strict, name="bm25-flat")
 
 
-def test_factory_functions_are_told_apart_after_building() -> None:
+def test_lexical_factory_functions_are_their_own_kind() -> None:
     pm = get_plugin_manager()
     pm.register(_FactoryPlugin(), name="test-lexical-factory")
     try:
@@ -482,7 +483,7 @@ def test_newwave_plugins_lists_bm25(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["plugins", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     (row,) = [r for r in rows if r["name"] == "bm25"]
-    assert row["kind"] == "encoder"
+    assert row["kind"] == "lexical"
     assert row["plugin"] == "bm25"
     assert row["summary"].startswith("Okapi BM25")
 

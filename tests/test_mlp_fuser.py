@@ -148,7 +148,7 @@ def test_similar_remove_and_where(rec: Recommender) -> None:
 
 def test_save_and_load_keep_the_fuser_and_the_joint_index(rec: Recommender, tmp_path: Path) -> None:
     rec.save(tmp_path / "lib")
-    assert (tmp_path / "lib" / "snapshot-000001" / "fuser" / "model.safetensors").is_file()
+    assert (tmp_path / "lib" / "fuser" / "model.safetensors").is_file()
     assert rec.config.fuser.options == {}
     loaded = Recommender.load(tmp_path / "lib")
     assert isinstance(loaded.fuser, MLPFuser)

@@ -20,6 +20,7 @@ DOCUMENTED = {
     "Hits",
     "IndexCorruptError",
     "InvalidInputError",
+    "LibraryLockedError",
     "MissingDependencyError",
     "MissingFileError",
     "ModelNotFoundError",
@@ -31,6 +32,7 @@ DOCUMENTED = {
     "RecommenderConfig",
     "Retriever",
     "SkippedInputWarning",
+    "StorageError",
     "Track",
     "TruncatedTextWarning",
     "UnknownComponentError",
@@ -62,7 +64,7 @@ def test_unknown_attribute_raises_attribute_error() -> None:
 
 
 def test_version_is_the_installed_version() -> None:
-    assert newwave.__version__ == importlib.metadata.version("newwave")
+    assert newwave.__version__ == importlib.metadata.version("newwave-music")
 
 
 def test_errors_share_the_root() -> None:

@@ -19,6 +19,7 @@ from newwave.errors import (
     EmptyQueryError,
     IndexCorruptError,
     InvalidInputError,
+    LibraryLockedError,
     MissingDependencyError,
     MissingFileError,
     ModelNotFoundError,
@@ -26,6 +27,7 @@ from newwave.errors import (
     NonFiniteVectorError,
     PluginError,
     SkippedInputWarning,
+    StorageError,
     TruncatedTextWarning,
     UnknownComponentError,
     UnknownTrackError,
@@ -57,6 +59,7 @@ __all__ = [
     "Hits",
     "IndexCorruptError",
     "InvalidInputError",
+    "LibraryLockedError",
     "MissingDependencyError",
     "MissingFileError",
     "ModelNotFoundError",
@@ -68,6 +71,7 @@ __all__ = [
     "RecommenderConfig",
     "Retriever",
     "SkippedInputWarning",
+    "StorageError",
     "Track",
     "TruncatedTextWarning",
     "UnknownComponentError",
@@ -104,8 +108,10 @@ def __getattr__(name: str) -> Any:
     if name == "__version__":
         from importlib.metadata import PackageNotFoundError, version
 
+        from newwave._distribution import DISTRIBUTION
+
         try:
-            value: Any = version("newwave")
+            value: Any = version(DISTRIBUTION)
         except PackageNotFoundError:  # running from a source tree that is not installed
             value = "0+unknown"
     elif name in _LAZY:

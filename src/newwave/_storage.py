@@ -24,7 +24,7 @@ from typing import Any
 
 from newwave.errors import IndexCorruptError, InvalidInputError, MissingFileError
 
-__all__ = ["atomic_directory", "read_json", "resolve_directory", "write_json"]
+__all__ = ["atomic_directory", "fsync_tree", "read_json", "resolve_directory", "write_json"]
 
 POINTER = "newwave.json"
 _FORMAT = "newwave-snapshots"
@@ -71,7 +71,7 @@ def atomic_directory(target: str | os.PathLike[str]) -> Iterator[Path]:
     staging = Path(tempfile.mkdtemp(prefix=_STAGING, dir=root))
     try:
         yield staging
-        _fsync_tree(staging)
+        fsync_tree(staging)
         numbers = [int(p.name[len(_PREFIX) :]) for p in root.glob(f"{_PREFIX}*") if _numbered(p)]
         snapshot = root / f"{_PREFIX}{max(numbers, default=0) + 1:06d}"
         staging.rename(snapshot)
@@ -119,7 +119,8 @@ def _numbered(path: Path) -> bool:
     return _is_snapshot_name(path.name)
 
 
-def _fsync_tree(directory: Path) -> None:
+def fsync_tree(directory: Path) -> None:
+    """Flush every file and folder under ``directory``, then ``directory``, to disk."""
     for path in sorted(directory.rglob("*"), reverse=True):
         _fsync(path)
     _fsync(directory)

@@ -20,6 +20,7 @@ import json
 import os
 import sys
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from importlib import resources
 from pathlib import Path
@@ -42,7 +43,6 @@ DEMO_QUERIES = (
     "a hip hop beat with a male rapper",
     "relaxing piano music without vocals",
 )
-_POINTER = "newwave.json"  # the file that marks a saved library (see newwave._storage)
 _FORMATS = ("csv", "tsv", "jsonl", "parquet")
 
 
@@ -115,15 +115,14 @@ def _index(args: argparse.Namespace) -> int:
     if not tracks:
         raise InvalidInputError(f"{source} holds no tracks")
 
-    if existing:
-        rec = Recommender.load(library)
-        _check_same_setup(rec, library, fields, args.fuser)
-    else:
-        rec = Recommender(fields or None, fuser=args.fuser)
+    if not existing:  # a new, empty library; unless another process just made one
+        Recommender(fields or None, fuser=args.fuser).save(library, replace=False)
+    rec = Recommender.load(library)
+    _check_same_setup(rec, library, fields, args.fuser)
     new = sum(track.id not in rec for track in tracks)
     unchanged = sum(track.id in rec and rec.get(track.id) == track for track in tracks)
-    encoded = rec.add(tracks)
-    rec.save(library)
+    encoded = rec.add(tracks)  # committed to the library as one transaction
+    rec.save(library)  # and its indexes saved, so that the next start reads them
     seconds = time.perf_counter() - started
 
     changed = len(tracks) - new - unchanged
@@ -228,11 +227,8 @@ def _print_hits(hits: Sequence[Hit], fields: Sequence[str]) -> None:
 
 
 def _info(args: argparse.Namespace) -> int:
-    from newwave._storage import resolve_directory
-    from newwave.config import RecommenderConfig
-
     rec = _open_library(args.library)
-    config = RecommenderConfig.load(resolve_directory(args.library) / "config.json")
+    config = rec.saved_config
     counts = rec.field_counts
     info = {
         "library": str(args.library),
@@ -273,6 +269,26 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _remove(args: argparse.Namespace) -> int:
+    rec = _open_library(args.library)
+    ids = list(dict.fromkeys(args.track_ids))
+    rec.remove(ids)
+    print(f"removed {len(ids)} track(s); library {args.library}: {len(rec)} tracks")
+    return 0
+
+
+def _repair(args: argparse.Namespace) -> int:
+    from newwave.recommender import Recommender
+
+    library = Path(args.library)
+    if not _is_library(library):
+        raise InvalidInputError(f"{library} is not a newwave library")
+    counts = Recommender.repair(library)
+    rebuilt = ", ".join(f"{name} {count}" for name, count in counts.items()) or "none"
+    print(f"{library}: the database is sound; indexes rebuilt (tracks per channel: {rebuilt})")
+    return 0
+
+
 def _options(options: Mapping[str, Any]) -> str:
     return json.dumps(options, sort_keys=True) if options else ""
 
@@ -286,7 +302,7 @@ def _plugins(args: argparse.Namespace) -> int:
     rows = [
         {"kind": kind, "name": r.name, "aliases": list(r.aliases), "plugin": r.plugin,
          "summary": r.summary}
-        for kind in ("encoder", "fuser", "retriever", "rewriter")
+        for kind in ("encoder", "lexical", "fuser", "retriever", "rewriter")
         for r in components(kind).values()
     ]  # fmt: skip
     if args.json:
@@ -428,7 +444,9 @@ def _train_commands(command: Callable[[str, str, str], argparse.ArgumentParser])
 
 
 def _is_library(path: Path) -> bool:
-    return (path / _POINTER).is_file() or (path / "config.json").is_file()
+    from newwave.store.library import is_library
+
+    return is_library(path)
 
 
 def _open_library(path: str) -> Recommender:
@@ -475,7 +493,9 @@ def _where(text: str | None) -> dict[str, Any] | None:
 
 
 def _shorten(text: str, width: int) -> str:
-    text = " ".join(text.split())
+    """``text`` on one line, without control characters (an id may hold terminal escapes),
+    cut at a word to at most ``width`` characters."""
+    text = _one_line(text)
     if len(text) <= width:
         return text
     cut = text[: width - 1]
@@ -578,6 +598,25 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("library", metavar="LIBRARY", help="a library made by newwave index")
     info.add_argument("--json", action="store_true", help="print JSON")
     info.set_defaults(run=_info)
+
+    remove = command(
+        "remove",
+        "remove tracks from a library",
+        "Remove the tracks TRACK_ID ... from LIBRARY, in one transaction.",
+    )
+    remove.add_argument("library", metavar="LIBRARY", help="a library made by newwave index")
+    remove.add_argument("track_ids", metavar="TRACK_ID", nargs="+", help="ids of tracks to remove")
+    remove.set_defaults(run=_remove)
+
+    repair = command(
+        "repair",
+        "check a library and rebuild its indexes",
+        "Check LIBRARY's database in full (SQLite's integrity check) and rebuild every index\n"
+        "from the vectors and texts it stores: for an index file that is missing or damaged.\n"
+        "A damaged database cannot be rebuilt from anything else: restore it from a backup.",
+    )
+    repair.add_argument("library", metavar="LIBRARY", help="a library made by newwave index")
+    repair.set_defaults(run=_repair)
 
     demo = command(
         "demo",
@@ -715,21 +754,56 @@ def _result_options(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; return the exit status."""
+    """Run the command line; return the exit status.
+
+    Every failure is one line on stderr, ``newwave: error: ...``, with exit status 1; warnings
+    are one line each, ``newwave: warning: ...``. ``NEWWAVE_DEBUG=1`` shows the traceback of an
+    unexpected error.
+    """
     args = build_parser().parse_args(argv)
-    try:
-        status: int = args.run(args)
-    except NewWaveError as exc:
-        print(f"newwave: error: {exc}", file=sys.stderr)
-        return 1
-    except BrokenPipeError:  # e.g. `newwave search ... --json | head`: stop quietly
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())  # so that the exit's flush does not fail again
-        return 1
-    except OSError as exc:  # an unreadable file or a full disk, say
-        print(f"newwave: error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("newwave: interrupted", file=sys.stderr)
-        return 130
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")  # each warning once, as a line
+        warnings.showwarning = _show_warning
+        try:
+            status: int = args.run(args)
+        except (NewWaveError, OSError) as exc:  # OSError: an unreadable file, a full disk
+            if isinstance(exc, BrokenPipeError):  # `newwave search ... --json | head`
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, sys.stdout.fileno())  # so that the exit's flush does not fail
+                return 1
+            _error(str(exc))
+            return 1
+        except KeyboardInterrupt:
+            print("newwave: interrupted", file=sys.stderr)
+            return 130
+        except (MemoryError, RecursionError) as exc:
+            _error(f"out of memory or too deeply nested input ({type(exc).__name__})")
+            return 1
+        except Exception as exc:
+            if os.environ.get("NEWWAVE_DEBUG"):
+                raise
+            _error(f"unexpected {type(exc).__name__}: {exc} (NEWWAVE_DEBUG=1 shows where)")
+            return 1
     return status
+
+
+def _error(message: str) -> None:
+    print(f"newwave: error: {_one_line(message)}", file=sys.stderr)
+
+
+def _show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: Any = None,
+    line: str | None = None,
+) -> None:
+    """Warnings as one line: ``newwave: warning: ...`` (no source location)."""
+    print(f"newwave: warning: {_one_line(str(message))}", file=sys.stderr)
+
+
+def _one_line(text: str) -> str:
+    """``text`` on one line, without terminal control characters."""
+    printable = "".join(c for c in text if c.isprintable() or c.isspace())
+    return " ".join(printable.split())

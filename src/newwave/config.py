@@ -11,6 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, field_validator
 
+from newwave._distribution import DISTRIBUTION
 from newwave._storage import write_json
 from newwave.errors import InvalidInputError, MissingFileError
 
@@ -18,15 +19,20 @@ __all__ = ["ComponentConfig", "FieldConfig", "RecommenderConfig", "library_versi
 
 _NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
 _CHANNEL_NAME = re.compile(rf"^{_NAME}(:{_NAME})?$")
-_VERSIONED = ("newwave", "numpy", "torch", "transformers", "faiss-cpu", "pydantic", "pluggy")
+#: Recorded name -> distribution: newwave's own version is recorded as "newwave".
+_VERSIONED = {
+    "newwave": DISTRIBUTION,
+    **{dist: dist for dist in ("numpy", "torch", "transformers", "faiss-cpu", "pydantic")},
+    "pluggy": "pluggy",
+}
 
 
 def library_versions() -> dict[str, str]:
     """Versions of Python and of the installed libraries that shape saved artifacts."""
     versions = {"python": platform.python_version()}
-    for dist in _VERSIONED:
+    for name, dist in _VERSIONED.items():
         try:
-            versions[dist] = importlib.metadata.version(dist)
+            versions[name] = importlib.metadata.version(dist)
         except importlib.metadata.PackageNotFoundError:
             continue
     return versions

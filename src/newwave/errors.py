@@ -11,13 +11,15 @@ Every error derives from :class:`NewWaveError` and also from the builtin excepti
     ├── MissingDependencyError       (ImportError)    an optional extra is not installed
     ├── ModelNotFoundError           (OSError)        weights not found locally nor on the hub
     ├── MissingFileError             (FileNotFoundError)
+    ├── StorageError                 (OSError)        a library cannot be written (disk full, ...)
     ├── InvalidInputError            (ValueError)     bad argument values
     │   ├── EmptyQueryError                           empty or blank text
     │   ├── DimensionMismatchError                    vector of the wrong width
     │   ├── NonFiniteVectorError                      vector with NaN or inf
     │   ├── UnsupportedModalityError                  e.g. audio given to a text-only encoder
     │   └── AudioDecodeError                          a file that is not decodable audio
-    └── IndexCorruptError            (ValueError)     a saved directory that cannot be trusted
+    ├── IndexCorruptError            (ValueError)     a saved directory that cannot be trusted
+    └── LibraryLockedError           (TimeoutError)   another process is writing the library
 
     SkippedInputWarning              (UserWarning)    inputs skipped with on_error="skip"
     TruncatedTextWarning             (UserWarning)    queries embedded from their start only
@@ -35,6 +37,7 @@ __all__ = [
     "EmptyQueryError",
     "IndexCorruptError",
     "InvalidInputError",
+    "LibraryLockedError",
     "MissingDependencyError",
     "MissingFileError",
     "ModelNotFoundError",
@@ -42,6 +45,7 @@ __all__ = [
     "NonFiniteVectorError",
     "PluginError",
     "SkippedInputWarning",
+    "StorageError",
     "TruncatedTextWarning",
     "UnknownComponentError",
     "UnknownTrackError",
@@ -88,6 +92,10 @@ class MissingFileError(NewWaveError, FileNotFoundError):
     """An input file (audio, catalogue, saved index) does not exist."""
 
 
+class StorageError(NewWaveError, OSError):
+    """A library cannot be written: the disk is full, the files are read-only, ..."""
+
+
 class InvalidInputError(NewWaveError, ValueError):
     """An argument has an invalid value."""
 
@@ -114,6 +122,10 @@ class AudioDecodeError(InvalidInputError):
 
 class IndexCorruptError(NewWaveError, ValueError):
     """A saved directory is incomplete, corrupt, or inconsistent with its config."""
+
+
+class LibraryLockedError(NewWaveError, TimeoutError):
+    """Another process holds a library's writer lock; the message names it."""
 
 
 class SkippedInputWarning(UserWarning):

@@ -19,7 +19,7 @@ from newwave.types import Modality, Track
 
 if TYPE_CHECKING:
     from newwave.encoders.base import Encoder
-    from newwave.index.lexical import LexicalIndex
+    from newwave.lexical.base import LexicalIndex
 
 __all__ = [
     "FUNCTION_SOURCE",

@@ -38,6 +38,11 @@ def register_encoders(register: Register) -> None:
 
 
 @hookspec
+def register_lexical(register: Register) -> None:
+    """Register :class:`~newwave.lexical.LexicalIndex` factories (e.g. ``bm25``)."""
+
+
+@hookspec
 def register_fusers(register: Register) -> None:
     """Register :class:`~newwave.fusion.Fuser` factories."""
 

@@ -15,6 +15,7 @@ import importlib
 import importlib.metadata
 import inspect
 import os
+import re
 import threading
 import warnings
 from collections.abc import Callable
@@ -24,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import pluggy
 
 from newwave import hookspecs
+from newwave._distribution import is_this_distribution
 from newwave.errors import (
     ComponentUnavailableError,
     InvalidInputError,
@@ -35,12 +37,13 @@ if TYPE_CHECKING:
     from newwave.encoders.base import Encoder
     from newwave.fusion.base import Fuser
     from newwave.index.base import Retriever
-    from newwave.index.lexical import LexicalIndex
+    from newwave.lexical.base import LexicalIndex
     from newwave.query.base import QueryRewriter
 
 __all__ = [
     "BUILTIN_PLUGINS",
     "ENTRY_POINT_GROUP",
+    "MODEL_ENCODER",
     "Kind",
     "Registration",
     "components",
@@ -61,16 +64,24 @@ BUILTIN_PLUGINS: dict[str, str] = {
     "clap": "newwave.encoders.clap",
     "minilm": "newwave.encoders.minilm",
     "bge-m3": "newwave.encoders.bge_m3",
+    "sentence-transformers": "newwave.encoders.sentence_transformers",
     "biencoder": "newwave.encoders.biencoder",
+    "musicnn": "newwave.encoders.musicnn",
     "mlp": "newwave.fusion.mlp",
     "score-fusion": "newwave.fusion.score",
     "faiss": "newwave.index.faiss",
-    "bm25": "newwave.index.lexical",
+    "bm25": "newwave.lexical.bm25",
     "query-rules": "newwave.query.rules",
 }
 
-Kind = Literal["encoder", "fuser", "retriever", "rewriter"]
-_KINDS: tuple[Kind, ...] = ("encoder", "fuser", "retriever", "rewriter")
+#: The encoder that a name shaped like a hub id (``"org/name"``) resolves to when no component
+#: claims that name: ``load_encoder("org/name")`` means ``load_encoder(MODEL_ENCODER,
+#: model="org/name")``.
+MODEL_ENCODER = "sentence-transformers"
+_HUB_ID = re.compile(r"^[\w.\-]+/[\w.\-]+$")
+
+Kind = Literal["encoder", "lexical", "fuser", "retriever", "rewriter"]
+_KINDS: tuple[Kind, ...] = ("encoder", "lexical", "fuser", "retriever", "rewriter")
 
 
 @dataclass(frozen=True)
@@ -117,7 +128,7 @@ def _load_entry_points(pm: pluggy.PluginManager, allowed: str | None) -> None:
     allow = None if allowed is None else {n.strip() for n in allowed.split(",") if n.strip()}
     for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
         dist = ep.dist.name if ep.dist is not None else ""
-        if dist == "newwave":
+        if is_this_distribution(dist):
             continue  # the built-ins, already registered above
         if allow is not None and ep.name not in allow and dist not in allow:
             continue
@@ -147,7 +158,7 @@ def components(kind: Kind) -> dict[str, Registration]:
     pm = get_plugin_manager()
     found: dict[str, Registration] = {}
     taken: dict[str, str] = {}  # every name and alias -> primary name
-    hook = getattr(pm.hook, f"register_{kind}s")
+    hook = getattr(pm.hook, "register_lexical" if kind == "lexical" else f"register_{kind}s")
     # get_hookimpls() lists implementations in registration order, so the built-ins claim their
     # names before any third-party plugin.
     for impl in hook.get_hookimpls():
@@ -240,66 +251,72 @@ def _build(
     return component
 
 
-def _builds(name: str, kind: type) -> bool:
-    """Whether the encoder registered as ``name`` is a class of ``kind`` (a subclass)."""
-    factory = _resolve("encoder", name).factory
-    return isinstance(factory, type) and issubclass(factory, kind)
+def _model_reference(name: str, options: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """``(name, options)``, or for an unclaimed hub id ``(MODEL_ENCODER, {"model": name, ...})``."""
+    if not isinstance(name, str) or not _HUB_ID.match(name):
+        return name, options
+    for registration in components("encoder").values():
+        if name == registration.name or name in registration.aliases:
+            return name, options
+    if "model" in options:
+        raise InvalidInputError(
+            f"{name!r} names a model, so model={options['model']!r} cannot name another; use "
+            f"load_encoder({MODEL_ENCODER!r}, model=...)"
+        )
+    return MODEL_ENCODER, {"model": name, **options}
 
 
 def load_encoder(name: str, /, **options: Any) -> Encoder:
     """Build the encoder registered as ``name`` (or an alias) with keyword ``options``.
 
-    An unknown name raises :class:`~newwave.errors.UnknownComponentError` listing the known ones;
-    a lexical index (``"bm25"``) raises :class:`~newwave.errors.ComponentUnavailableError`.
+    A hub id that no component claims (``"sentence-transformers/all-mpnet-base-v2"``) builds the
+    ``sentence-transformers`` encoder with that model. An unknown name raises
+    :class:`~newwave.errors.UnknownComponentError` listing the known ones; a lexical index
+    (``"bm25"``) raises :class:`~newwave.errors.ComponentUnavailableError`.
     """
     from newwave.encoders.base import Encoder
 
-    built: Encoder = _build_field_encoder(name, Encoder, options)
-    return built
+    _refuse_other_kind(name, "encoder", "lexical")
+    name, options = _model_reference(name, dict(options))
+    component: Encoder = _build("encoder", name, Encoder, (), options)
+    return component
 
 
 def load_lexical(name: str, /, **options: Any) -> LexicalIndex:
-    """Build the empty lexical index registered (as an encoder) as ``name``: ``"bm25"``.
+    """Build the empty lexical index registered as ``name``: ``load_lexical("bm25")``.
 
     An embedding model's name raises :class:`~newwave.errors.ComponentUnavailableError`.
     """
-    from newwave.index.lexical import LexicalIndex
+    from newwave.lexical.base import LexicalIndex
 
-    built: LexicalIndex = _build_field_encoder(name, LexicalIndex, options)
-    return built
-
-
-def _build_field_encoder(name: str, wanted: type, options: Any) -> Any:
-    """Build encoder ``name``, refusing one of the other family than ``wanted``."""
-    from newwave.encoders.base import Encoder
-    from newwave.index.lexical import LexicalIndex
-
-    other = LexicalIndex if wanted is Encoder else Encoder
-    what: dict[type, str] = {Encoder: "an embedding model", LexicalIndex: "a lexical index"}
-    loader: dict[type, str] = {Encoder: "load_encoder", LexicalIndex: "load_lexical"}
-    refusal = ComponentUnavailableError(
-        f"encoder {name!r} is {what[other]}, not {what[wanted]}: use it as a Recommender field "
-        f"encoder, or build it with newwave.plugins.{loader[other]}({name!r})"
-    )
-    # Checked before building when the factory is a class, so options meant for the other
-    # family cannot hide the reason behind a TypeError.
-    if _builds(name, other):
-        raise refusal
-    component = _build("encoder", name, (Encoder, LexicalIndex), (), options)
-    if isinstance(component, other):
-        raise refusal
+    _refuse_other_kind(name, "lexical", "encoder")
+    component: LexicalIndex = _build("lexical", name, LexicalIndex, (), options)
     return component
+
+
+def _refuse_other_kind(name: str, wanted: Kind, other: Kind) -> None:
+    """Refuse ``name`` when only the ``other`` kind of field encoder registers it."""
+    if isinstance(name, str) and _registered(other, name) and not _registered(wanted, name):
+        what = {"encoder": "an embedding model", "lexical": "a lexical index"}
+        raise ComponentUnavailableError(
+            f"{name!r} is {what[other]}, not {what[wanted]}: use it as a Recommender field "
+            f"encoder, or build it with newwave.plugins.load_{other}({name!r})"
+        )
+
+
+def _registered(kind: Kind, name: str) -> bool:
+    return any(name == r.name or name in r.aliases for r in components(kind).values())
 
 
 def load_field_encoder(name: str, /, **options: Any) -> Encoder | LexicalIndex:
-    """Build what a Recommender field names: an embedding encoder or a lexical index."""
-    from newwave.encoders.base import Encoder
-    from newwave.index.lexical import LexicalIndex
-
-    component: Encoder | LexicalIndex = _build(
-        "encoder", name, (Encoder, LexicalIndex), (), options
-    )
-    return component
+    """Build what a Recommender field names: a lexical index (``"bm25"``) or an encoder."""
+    if isinstance(name, str) and _registered("lexical", name):
+        return load_lexical(name, **options)
+    try:
+        return load_encoder(name, **options)
+    except UnknownComponentError as exc:
+        lexical = ", ".join(components("lexical"))
+        raise UnknownComponentError(f"{exc}; lexical indexes: {lexical}") from None
 
 
 def load_fuser(name: str, /, *args: Any, **options: Any) -> Fuser:

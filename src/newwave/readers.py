@@ -10,12 +10,13 @@ file's contents while iterating::
     rec = Recommender()
     rec.add(read_tracks("musiccaps-public.csv",
                         columns={"id": "ytid", "description": "caption", "tags": "aspect_list"}))
-    rec.add(scan_music_folder("~/Music"))  # needs newwave[tags]
+    rec.add(scan_music_folder("~/Music"))  # needs newwave-music[tags]
 
 :func:`read_tracks` rules:
 
 * **Format** from the extension (``.csv``, ``.tsv``, ``.jsonl``/``.ndjson``, ``.parquet``; any
-  case) unless ``format=`` says. Parquet needs ``newwave[parquet]`` and is read in record batches.
+  case) unless ``format=`` says. Parquet needs ``newwave-music[parquet]`` and is read in record
+  batches.
 * **Columns**: ``columns`` maps a :class:`~newwave.types.Track` field (``id``, ``title``,
   ``artist``, ``album``, ``audio``, ``lyrics``, ``description``, ``tags``) to a column name; a
   field left unmapped is read from the column of the same name when there is one. A mapped column
@@ -143,7 +144,7 @@ def read_tracks(
     the most characters a value may have. The rules are in the :mod:`newwave.readers` docstring.
 
     Raises :class:`MissingFileError` for a missing file, :class:`MissingDependencyError` for
-    Parquet without pyarrow (``newwave[parquet]``), and :class:`InvalidInputError` for bad
+    Parquet without pyarrow (``newwave-music[parquet]``), and :class:`InvalidInputError` for bad
     arguments here, or for bad contents (with the line or row) while iterating.
     """
     source = Path(path)
@@ -545,7 +546,7 @@ def _import_pyarrow_parquet() -> Any:
     except ImportError as exc:
         raise MissingDependencyError(
             f"reading Parquet needs pyarrow, which is not installed ({exc}): "
-            "pip install 'newwave[parquet]'"
+            "pip install 'newwave-music[parquet]'"
         ) from exc
     return pq
 
@@ -611,7 +612,7 @@ def scan_music_folder(
     ``extensions`` match case-insensitively; hidden files and folders (names starting with ``.``,
     such as macOS ``._song.mp3``) are skipped, and symbolic links to folders are not followed.
     Raises :class:`MissingFileError` if ``folder`` does not exist and
-    :class:`MissingDependencyError` without mutagen (``newwave[tags]``).
+    :class:`MissingDependencyError` without mutagen (``newwave-music[tags]``).
     """
     root = Path(folder).expanduser()
     if not root.exists():
@@ -649,7 +650,7 @@ def _import_mutagen() -> Any:
     except ImportError as exc:
         raise MissingDependencyError(
             f"reading tags from music files needs mutagen, which is not installed ({exc}): "
-            "pip install 'newwave[tags]'"
+            "pip install 'newwave-music[tags]'"
         ) from exc
     return mutagen
 

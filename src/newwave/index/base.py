@@ -35,6 +35,12 @@ class Retriever(ABC):
     The base class maps ids to int64 labels, validates every vector (width, NaN/inf), handles
     upserts and persistence; a subclass implements the vector work on labels: :meth:`_add`,
     :meth:`_remove`, :meth:`_search`, :meth:`_write` and :meth:`_read`.
+
+    A retriever is used either by string ids (the methods without ``labelled`` in their name,
+    for a standalone index) or by int64 labels that its owner assigns and maps (the
+    ``*_labelled`` methods and :meth:`write_labelled`/:meth:`read_labelled`, which a library
+    uses with its tracks' row numbers, so that no id map is held in memory). One instance uses
+    one of the two.
     """
 
     name: ClassVar[str] = ""
@@ -161,6 +167,58 @@ class Retriever(ABC):
             return np.zeros((0, self._dim), dtype=np.float32)
         return as_matrix(self._reconstruct(labels), dim=self._dim, what="stored vectors")
 
+    # -- by labels (a library's row numbers) ----------------------------------------------------
+
+    def add_labelled(self, labels: Labels, vectors: Any) -> None:
+        """Store ``vectors`` under ``labels``, none of them stored (remove replaced ones first)."""
+        matrix = as_matrix(vectors, dim=self._dim)
+        labels = np.ascontiguousarray(labels, dtype=np.int64)
+        if matrix.shape[0] != len(labels):
+            raise InvalidInputError(f"{len(labels)} labels but {matrix.shape[0]} vectors")
+        if len(labels):
+            self._add(labels, matrix)
+
+    def remove_labelled(self, labels: Labels) -> None:
+        """Forget the vectors of ``labels``, all of which are stored."""
+        labels = np.ascontiguousarray(labels, dtype=np.int64)
+        if len(labels):
+            self._remove(labels)
+
+    def search_labelled(
+        self, queries: Any, k: int, *, count: int, among: Labels | None = None
+    ) -> tuple[FloatMatrix, Labels]:
+        """Scores and labels (n, <= k) of the nearest stored vectors, best first; -1 pads.
+
+        ``count`` is how many vectors are stored (the owner keeps it); ``among`` restricts the
+        search, exactly, to those stored labels.
+        """
+        matrix = as_matrix(queries, dim=self._dim, what="queries")
+        if among is not None:
+            among = np.sort(np.asarray(among, dtype=np.int64))
+            return self._search_among(matrix, min(k, len(among)), among)
+        if count == 0 or matrix.shape[0] == 0:
+            empty = np.zeros((matrix.shape[0], 0))
+            return empty.astype(np.float32), empty.astype(np.int64)
+        return self._search(matrix, min(k, count))
+
+    def vectors_labelled(self, labels: Labels) -> FloatMatrix:
+        """The stored vectors of ``labels`` (approximate for compressed indexes)."""
+        labels = np.ascontiguousarray(labels, dtype=np.int64)
+        if not len(labels):
+            return np.zeros((0, self._dim), dtype=np.float32)
+        return as_matrix(self._reconstruct(labels), dim=self._dim, what="stored vectors")
+
+    def write_labelled(self, directory: Path) -> None:
+        """Write the vectors and a manifest, without ids, into the empty ``directory``."""
+        self._write(directory)
+        self._write_manifest(directory, count=None)
+
+    @classmethod
+    def read_labelled(cls, directory: Path) -> tuple[Retriever, int]:
+        """A retriever written by :meth:`write_labelled`, and how many vectors it holds."""
+        retriever = cls._from_manifest(directory)
+        return retriever, retriever._read(directory)
+
     def _reconstruct(self, labels: Labels) -> FloatMatrix:
         """The stored vectors of ``labels``; optional for a subclass (needed by ``among=``)."""
         raise ComponentUnavailableError(
@@ -198,32 +256,44 @@ class Retriever(ABC):
 
     def write(self, directory: Path) -> None:
         """Write into the existing, empty ``directory`` (not atomic: :meth:`save` wraps this)."""
-        from newwave import __version__
-
         self._write(directory)
         write_json(
             directory / _IDS, {"ids": list(self._labels), "labels": list(self._labels.values())}
         )
-        write_json(
-            directory / _MANIFEST,
-            {
-                "retriever": self.name,
-                "dim": self._dim,
-                "count": len(self),
-                "options": self.get_config(),
-                "newwave_version": __version__,
-            },
-        )
+        self._write_manifest(directory, count=len(self))
+
+    def _write_manifest(self, directory: Path, *, count: int | None) -> None:
+        from newwave import __version__
+
+        manifest: dict[str, Any] = {
+            "retriever": self.name,
+            "dim": self._dim,
+            "options": self.get_config(),
+            "newwave_version": __version__,
+        }
+        if count is not None:
+            manifest["count"] = count
+        write_json(directory / _MANIFEST, manifest)
 
     @classmethod
     def load(cls, directory: str | os.PathLike[str]) -> Retriever:
         """Load a retriever saved with :meth:`save`, rebuilt through the plugin registry."""
+        root = resolve_directory(directory)
+        retriever = cls._from_manifest(root)
+        count = read_json(root / _MANIFEST).get("count")
+        if isinstance(count, bool) or not isinstance(count, int):
+            raise IndexCorruptError(f"{root / _MANIFEST} lacks 'count'")
+        retriever._restore(root, count)
+        return retriever
+
+    @classmethod
+    def _from_manifest(cls, root: Path) -> Retriever:
+        """An empty retriever built as the manifest in ``root`` says."""
         from newwave.plugins import load_retriever
 
-        root = resolve_directory(directory)
         manifest = read_json(root / _MANIFEST)
         try:
-            name, dim, count = manifest["retriever"], manifest["dim"], manifest["count"]
+            name, dim = manifest["retriever"], manifest["dim"]
             options = dict(manifest.get("options", {}))
         except (KeyError, TypeError) as exc:
             raise IndexCorruptError(f"{root / _MANIFEST} lacks {exc}") from exc
@@ -233,7 +303,6 @@ class Retriever(ABC):
             raise IndexCorruptError(f"{root / _MANIFEST} has invalid options: {exc}") from exc
         if not isinstance(retriever, cls):
             raise IndexCorruptError(f"{root} holds a {name!r} retriever, not a {cls.__name__}")
-        retriever._restore(root, count)
         return retriever
 
     def _restore(self, root: Path, count: int) -> None:

@@ -2,7 +2,7 @@
 
 A :class:`Callback` is told when training starts, every ``log_every`` steps (loss, learning
 rate, and the task's own values), after each evaluation, after each checkpoint, and at the end.
-:func:`make_loggers` builds the built-in ones by name; MLflow needs ``newwave[mlflow]``.
+:func:`make_loggers` builds the built-in ones by name; MLflow needs ``newwave-music[mlflow]``.
 """
 
 from __future__ import annotations
@@ -107,7 +107,7 @@ class JsonlLogger(Callback):
 
 
 class MLflowLogger(Callback):
-    """Logs the config as parameters and the values as metrics to MLflow (``newwave[mlflow]``).
+    """Logs the config as parameters and the values as metrics to MLflow (``[mlflow]`` extra).
 
     Uses MLflow's own settings (``MLFLOW_TRACKING_URI``, ...); ``experiment`` names the
     experiment, default MLflow's.
@@ -119,7 +119,7 @@ class MLflowLogger(Callback):
         except ImportError as exc:
             raise MissingDependencyError(
                 f"logging to MLflow needs mlflow, which is not installed ({exc}): "
-                "pip install 'newwave[mlflow]'"
+                "pip install 'newwave-music[mlflow]'"
             ) from exc
         self.mlflow: Any = mlflow
         self.experiment = experiment

@@ -7,7 +7,7 @@ resumed run sees exactly the batches an uninterrupted one would. Shuffles derive
 
 * :class:`ShuffledBatches`: items held in memory, addressed by index.
 * :class:`ParquetShards`: rows streamed from many local Parquet files (``pyarrow``,
-  ``newwave[parquet]``), never a whole file in memory: the file order is shuffled per epoch,
+  ``newwave-music[parquet]``), never a whole file in memory: the file order is shuffled per epoch,
   rows are read in record batches and shuffled within a window of ``shuffle_rows``
   consecutive rows. The position is the window's start (file, row) and the batches of it done.
 * :func:`read_records`: the rows of one CSV, TSV, JSONL or Parquet file, e.g. training pairs.

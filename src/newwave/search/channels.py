@@ -1,0 +1,413 @@
+"""Channels: one indexed view of a library's tracks each, doing their own indexing and search.
+
+A *channel* is one encoder's view of one field (``description``, or ``tags:bm25`` in a hybrid
+field), or the joint index of an embedding fuser. Each kind owns how it embeds values, what it
+stores per track in the library database, how its in-memory index follows the database, how it
+searches and how its index is saved:
+
+- :class:`DenseChannel`: an :class:`~newwave.Encoder` and a vector :class:`~newwave.Retriever`
+  keyed by the tracks' labels; it stores each track's vector.
+- :class:`LexicalChannel`: a lexical index (``bm25``) keyed by track id; it stores each text.
+- :class:`JointChannel`: an :class:`~newwave.fusion.EmbeddingFuser`'s joint vectors, computed
+  from the stored vectors of the channels it fuses.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from newwave.config import ComponentConfig
+from newwave.encoders.base import Encoder
+from newwave.errors import InvalidInputError
+from newwave.fields import FUNCTION_SOURCE, Source, field_value
+from newwave.fusion.base import EmbeddingFuser
+from newwave.index.base import Retriever
+from newwave.lexical.base import LexicalIndex
+from newwave.store.database import Changes, Labels, LibraryStore
+from newwave.types import FloatMatrix, Modality, Ranking, Track
+
+__all__ = ["Channel", "DenseChannel", "JointChannel", "LexicalChannel", "Query"]
+
+#: The channel name of an embedding fuser's joint index (not a valid field name).
+JOINT = "@joint"
+
+
+class Query:
+    """A query's text, embedded at most once per encoder whatever number of channels use it."""
+
+    def __init__(self, text: str):
+        self.text = text
+        self._vectors: dict[int, FloatMatrix] = {}
+
+    def vector(self, encoder: Encoder) -> FloatMatrix:
+        """The query embedded by ``encoder``, (1, dim)."""
+        key = id(encoder)
+        if key not in self._vectors:
+            self._vectors[key] = encoder.encode_queries([self.text])
+        return self._vectors[key]
+
+
+class Channel(ABC):
+    """One indexed view of the tracks; see the module docstring.
+
+    ``seq`` is the library transaction that the in-memory index reflects.
+    """
+
+    def __init__(self, name: str, field: str, source: Source | None, modality: Modality):
+        self.name = name
+        self.field = field
+        self.source = source  # None: a function source that was not given again after load()
+        self.modality = modality
+        self.seq = 0
+        self.count = 0  # tracks in the index
+        self._hash_prefix: Any = None  # the model's part of every content hash
+
+    # -- what it is --------------------------------------------------------------------------------
+
+    @property
+    @abstractmethod
+    def component(self) -> Encoder | LexicalIndex | EmbeddingFuser:
+        """What embeds or indexes the values."""
+
+    @property
+    def saved_source(self) -> str:
+        return self.source if isinstance(self.source, str) else FUNCTION_SOURCE
+
+    @property
+    def dim(self) -> int | None:
+        """The width of the stored vectors; None for a lexical channel."""
+        return None
+
+    def value(self, track: Track) -> str | None:
+        """The track's value in this channel, or None."""
+        if self.source is None:
+            raise InvalidInputError(
+                f"field {self.field!r} takes its value from a function, which is not saved; "
+                f"give it again: Recommender.load(directory, sources={{{self.field!r}: function}})"
+            )
+        return field_value(track, self.source)
+
+    def content_hash(self, value: str) -> str:
+        """What identifies an embedding: the model and its options, and the text (or the audio
+        file's path, size and modification time)."""
+        if self._hash_prefix is None:
+            component = self.component
+            options = {k: v for k, v in component.get_config().items() if k != "batch_size"}
+            self._hash_prefix = hashlib.sha256(f"{_model_id(component)}\0{options}\0".encode())
+        digest = self._hash_prefix.copy()
+        if self.modality == "audio":
+            try:
+                path = Path(value)
+                stat = path.stat()
+                value = f"{path.resolve()}\0{stat.st_size}\0{stat.st_mtime_ns}"
+            except OSError:
+                pass  # missing: the encoder reports it
+        digest.update(value.encode())
+        return str(digest.hexdigest())
+
+    # -- indexing ----------------------------------------------------------------------------------
+
+    @abstractmethod
+    def embed(self, values: list[str]) -> Any:
+        """What the store keeps for ``values``: vectors, or the texts themselves."""
+
+    @abstractmethod
+    def put(
+        self, store: LibraryStore, labels: Sequence[int], hashes: Sequence[str], payload: Any
+    ) -> None:
+        """Write the rows of ``labels`` (inside a transaction)."""
+
+    @abstractmethod
+    def apply(self, changes: Changes, *, replaced: Labels | None = None) -> None:
+        """Bring the in-memory index up to date with ``changes``.
+
+        ``replaced``: which written labels the index may hold already (None: any of them).
+        """
+
+    def catch_up(self, store: LibraryStore) -> None:
+        """Apply what the library changed since :attr:`seq`."""
+        target = store.seq
+        if target != self.seq:
+            for changes in store.changes(self.name, self.seq, dim=self.dim):
+                self.apply(changes)
+            self.seq = target
+        self.count = store.channel_count(self.name)
+
+    @abstractmethod
+    def reset(self) -> None:
+        """Empty the in-memory index (it is then rebuilt from the store)."""
+
+    # -- searching --------------------------------------------------------------------------------
+
+    @abstractmethod
+    def search(
+        self, store: LibraryStore, query: Query, depth: int, among: Labels | None
+    ) -> Ranking:
+        """The ``depth`` best tracks for ``query``, restricted to ``among`` when given."""
+
+    @abstractmethod
+    def similar(
+        self, store: LibraryStore, label: int, track_id: str, depth: int, among: Labels | None
+    ) -> Ranking | None:
+        """The ``depth`` tracks nearest the track ``label`` (itself left out); None without it."""
+
+    # -- saving ------------------------------------------------------------------------------------
+
+    @abstractmethod
+    def write_index(self, directory: Path) -> None:
+        """Write the in-memory index into the empty ``directory``."""
+
+    @abstractmethod
+    def read_index(self, directory: Path) -> None:
+        """Replace the in-memory index by the one :meth:`write_index` wrote."""
+
+
+class _VectorChannel(Channel):
+    """A channel of vectors in a retriever keyed by the tracks' labels."""
+
+    def __init__(
+        self,
+        name: str,
+        field: str,
+        source: Source | None,
+        modality: Modality,
+        retriever: ComponentConfig,
+        dim: int | None,
+    ):
+        super().__init__(name, field, source, modality)
+        self.retriever_config = retriever
+        self.index: Retriever | None = None
+        self._dim = dim
+
+    @property
+    def dim(self) -> int:
+        if self._dim is None:
+            self._dim = self._width()
+        return self._dim
+
+    @property
+    def known_dim(self) -> int | None:
+        """The width of the vectors once known (without loading a model to learn it)."""
+        return self._dim
+
+    @abstractmethod
+    def _width(self) -> int: ...
+
+    def _index(self) -> Retriever:
+        if self.index is None:
+            from newwave.plugins import load_retriever
+
+            options = self.retriever_config.options
+            self.index = load_retriever(self.retriever_config.name, dim=self.dim, **options)
+        return self.index
+
+    def put(
+        self, store: LibraryStore, labels: Sequence[int], hashes: Sequence[str], payload: Any
+    ) -> None:
+        if self._dim is None:
+            self._dim = int(payload.shape[1])
+        store.put_entries(self.name, labels, hashes, vectors=payload)
+
+    def apply(self, changes: Changes, *, replaced: Labels | None = None) -> None:
+        index = self._index()
+        gone = changes.removed_labels
+        again = changes.labels if replaced is None else replaced
+        if len(gone) or len(again):
+            index.remove_labelled(np.unique(np.concatenate([gone, again])))
+        if changes.vectors is not None and len(changes.labels):
+            index.add_labelled(changes.labels, changes.vectors)
+
+    def reset(self) -> None:
+        self.index, self.seq, self.count = None, 0, 0
+
+    def _ranking(self, store: LibraryStore, scores: FloatMatrix, labels: Labels) -> Ranking:
+        kept = [
+            (int(label), float(s)) for s, label in zip(scores, labels, strict=True) if label >= 0
+        ]
+        ids = store.ids_of(label for label, _ in kept)
+        found = [(ids[label], score) for label, score in kept if label in ids]
+        return Ranking(tuple(i for i, _ in found), tuple(s for _, s in found))
+
+    def _search_vector(
+        self, store: LibraryStore, vector: FloatMatrix, depth: int, among: Labels | None
+    ) -> Ranking:
+        if self.index is None or not self.count:
+            return Ranking()
+        scores, labels = self.index.search_labelled(vector, depth, count=self.count, among=among)
+        return self._ranking(store, scores[0], labels[0])
+
+    def similar(
+        self, store: LibraryStore, label: int, track_id: str, depth: int, among: Labels | None
+    ) -> Ranking | None:
+        if not store.hashes(self.name, [label]):
+            return None
+        own = store.vectors(self.name, [label], self.dim)
+        found = self._search_vector(store, own, depth + 1, among)
+        others = [(i, s) for i, s in zip(found.ids, found.scores, strict=True) if i != track_id]
+        return Ranking(tuple(i for i, _ in others[:depth]), tuple(s for _, s in others[:depth]))
+
+    def write_index(self, directory: Path) -> None:
+        self._index().write_labelled(directory)
+
+    def read_index(self, directory: Path) -> None:
+        from newwave.errors import IndexCorruptError
+
+        index, _ = Retriever.read_labelled(directory)
+        if index.dim != self.dim:
+            raise IndexCorruptError(
+                f"{directory} holds {index.dim}-d vectors; channel {self.name!r} has {self.dim}-d"
+            )
+        self.index = index
+
+
+class DenseChannel(_VectorChannel):
+    """A field embedded by an :class:`~newwave.Encoder` into a vector retriever."""
+
+    def __init__(
+        self,
+        name: str,
+        field: str,
+        source: Source | None,
+        modality: Modality,
+        encoder: Encoder,
+        retriever: ComponentConfig,
+        dim: int | None = None,
+    ):
+        super().__init__(name, field, source, modality, retriever, dim)
+        self.encoder = encoder
+
+    @property
+    def component(self) -> Encoder:
+        return self.encoder
+
+    def _width(self) -> int:
+        return self.encoder.dim
+
+    def embed(self, values: list[str]) -> FloatMatrix:
+        if self.modality == "audio":
+            return self.encoder.encode_audio(values)
+        return self.encoder.encode_text(values, role="document")
+
+    def search(
+        self, store: LibraryStore, query: Query, depth: int, among: Labels | None
+    ) -> Ranking:
+        return self._search_vector(store, query.vector(self.encoder), depth, among)
+
+
+class JointChannel(_VectorChannel):
+    """An embedding fuser's joint vectors of the tracks, fused from the channels it combines."""
+
+    def __init__(
+        self,
+        fuser: EmbeddingFuser,
+        inputs: Mapping[str, DenseChannel],
+        retriever: ComponentConfig,
+    ):
+        super().__init__(JOINT, JOINT, None, "text", retriever, fuser.dim)
+        self.fuser = fuser
+        self.inputs = dict(inputs)
+
+    @property
+    def component(self) -> EmbeddingFuser:
+        return self.fuser
+
+    def _width(self) -> int:
+        return self.fuser.dim
+
+    def embed(self, values: list[str]) -> FloatMatrix:
+        raise AssertionError("the joint channel fuses stored vectors: see fuse()")
+
+    def fuse(self, store: LibraryStore, labels: Sequence[int]) -> FloatMatrix:
+        """The joint vectors of ``labels`` from their stored per-channel vectors."""
+        vectors = {
+            name: store.vectors(name, labels, self.fuser.input_dims[name])
+            for name in self.fuser.fields
+        }
+        return self.fuser.embed(vectors, side="track")
+
+    def query_vectors(self, query: Query) -> dict[str, FloatMatrix]:
+        """The query embedded by each fused channel's encoder."""
+        return {name: query.vector(self.inputs[name].encoder) for name in self.fuser.fields}
+
+    def search(
+        self, store: LibraryStore, query: Query, depth: int, among: Labels | None
+    ) -> Ranking:
+        fused = self.fuser.embed(self.query_vectors(query), side="query")
+        return self._search_vector(store, fused, depth, among)
+
+
+class LexicalChannel(Channel):
+    """A text field matched by its words in a :class:`~newwave.lexical.LexicalIndex`."""
+
+    def __init__(
+        self, name: str, field: str, source: Source | None, modality: Modality, index: LexicalIndex
+    ):
+        super().__init__(name, field, source, modality)
+        self.index = index
+
+    @property
+    def component(self) -> LexicalIndex:
+        return self.index
+
+    def embed(self, values: list[str]) -> list[str]:
+        return values
+
+    def put(
+        self, store: LibraryStore, labels: Sequence[int], hashes: Sequence[str], payload: Any
+    ) -> None:
+        store.put_entries(self.name, labels, hashes, texts=payload)
+
+    def apply(self, changes: Changes, *, replaced: Labels | None = None) -> None:
+        if changes.removed_ids:
+            self.index.remove(list(dict.fromkeys(changes.removed_ids)), missing_ok=True)
+        if changes.texts:
+            self.index.add(changes.ids, changes.texts)
+
+    def reset(self) -> None:
+        from newwave.plugins import load_lexical
+
+        self.index = load_lexical(self.index.name, **self.index.get_config())
+        self.seq, self.count = 0, 0
+
+    def search(
+        self, store: LibraryStore, query: Query, depth: int, among: Labels | None
+    ) -> Ranking:
+        if not len(self.index):
+            return Ranking()
+        allowed = None if among is None else set(store.ids_of(among.tolist()).values())
+        return self.index.search([query.text], depth, among=allowed)[0]
+
+    def similar(
+        self, store: LibraryStore, label: int, track_id: str, depth: int, among: Labels | None
+    ) -> Ranking | None:
+        text = store.texts(self.name, [label]).get(label)
+        if text is None:
+            return None
+        allowed = None if among is None else set(store.ids_of(among.tolist()).values())
+        found = self.index.search([text], depth + 1, among=allowed)[0]
+        others = [(i, s) for i, s in zip(found.ids, found.scores, strict=True) if i != track_id]
+        return Ranking(tuple(i for i, _ in others[:depth]), tuple(s for _, s in others[:depth]))
+
+    def write_index(self, directory: Path) -> None:
+        self.index.write(directory)
+
+    def read_index(self, directory: Path) -> None:
+        from newwave.errors import IndexCorruptError
+
+        index = LexicalIndex.load(directory)
+        if index.model_id != self.index.model_id:
+            raise IndexCorruptError(
+                f"{directory} holds a {index.model_id!r} index; channel {self.name!r} is "
+                f"{self.index.model_id!r}"
+            )
+        self.index = index
+
+
+def _model_id(component: Encoder | LexicalIndex | EmbeddingFuser) -> str:
+    return str(getattr(component, "model_id", component.name))
