@@ -232,13 +232,16 @@ def test_installed_plugin_cannot_shadow_a_builtin_plugin_name(
 @pytest.mark.usefixtures("keyword_plugin")
 def test_a_saved_library_with_an_unknown_encoder_option_fails_clearly(tmp_path: Path) -> None:
     import json
+    import sqlite3
 
     rec = Recommender(fields={"description": "keyword"})
     rec.add([Track(id="a", description="sad piano ballad")])
     rec.save(tmp_path / "library")
-    (snapshot,) = (tmp_path / "library").glob("snapshot-*")
-    config = json.loads((snapshot / "config.json").read_text())
-    config["fields"]["description"]["encoder"]["options"]["bogus"] = 1
-    (snapshot / "config.json").write_text(json.dumps(config))
+    with sqlite3.connect(tmp_path / "library" / "library.sqlite") as db:
+        (text,) = db.execute("SELECT value FROM meta WHERE key = 'config'").fetchone()
+        config = json.loads(text)
+        config["fields"]["description"]["encoder"]["options"]["bogus"] = 1
+        db.execute("UPDATE meta SET value = ? WHERE key = 'config'", (json.dumps(config),))
+    db.close()
     with pytest.raises(InvalidInputError, match=r"encoder 'keyword': .*'bogus'"):
         Recommender.load(tmp_path / "library")
