@@ -355,7 +355,7 @@ def test_missing_pyarrow(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     source = tmp_path / "c.parquet"
     source.write_bytes(b"")
     monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)
-    with pytest.raises(MissingDependencyError, match=r"newwave\[parquet\]"):
+    with pytest.raises(MissingDependencyError, match=r"newwave-music\[parquet\]"):
         read_tracks(source)
 
 
@@ -521,7 +521,7 @@ def test_scan_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(InvalidInputError, match="extensions"):
         scan_music_folder(tmp_path, extensions=[])
     monkeypatch.setitem(sys.modules, "mutagen", None)
-    with pytest.raises(MissingDependencyError, match=r"newwave\[tags\]"):
+    with pytest.raises(MissingDependencyError, match=r"newwave-music\[tags\]"):
         scan_music_folder(tmp_path)
 
 

@@ -227,3 +227,14 @@ def test_the_batch_size_does_not_change_the_content_hash(keyword_plugin: None) -
     first.add(TRACKS)
     encoder.batch_size = 7
     assert first.add(TRACKS) == {"description": 0}
+
+
+def test_a_too_long_document_is_named_by_track_and_field(rec: Recommender) -> None:
+    encoder = rec.fields["description"]
+    assert isinstance(encoder, KeywordEncoder)
+    encoder.max_text_chars = 20
+    with pytest.raises(
+        InvalidInputError, match=r"track 'long', field 'description': text 0 has 30"
+    ):
+        rec.add([Track(id="long", description="a" * 30)])
+    assert "long" not in rec

@@ -99,3 +99,15 @@ def test_the_catalogue_tags_become_attributes() -> None:
 def test_a_bad_rewriter_is_refused() -> None:
     with pytest.raises(InvalidInputError, match="rewriter must be a name"):
         Recommender({"description": "keyword"}, rewriter=3)  # type: ignore[arg-type]
+
+
+def test_a_huge_query_is_cut_before_it_is_read() -> None:
+    from newwave import TruncatedTextWarning
+    from newwave.recommender import MAX_QUERY_CHARS
+
+    rec = Recommender({"description": "keyword"})
+    rec.add(TRACKS)
+    with pytest.warns(TruncatedTextWarning, match=f"{MAX_QUERY_CHARS:,} of 1,000,010"):
+        hits = rec.search("solo piano " + "x" * 999_999, k=1)
+    assert hits.query is not None
+    assert len(hits.query.original) == MAX_QUERY_CHARS

@@ -254,7 +254,7 @@ def test_a_diverging_loss_stops_training(tmp_path: Path) -> None:
 def test_mlflow_logging(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     config = CONFIG.model_copy(update={"loggers": ("mlflow",)})
     monkeypatch.setitem(sys.modules, "mlflow", None)  # not installed
-    with pytest.raises(MissingDependencyError, match=r"newwave\[mlflow\]"):
+    with pytest.raises(MissingDependencyError, match=r"newwave-music\[mlflow\]"):
         Trainer(Regression(), _data(), config, tmp_path)
 
     calls: list[tuple[str, Any]] = []

@@ -534,7 +534,7 @@ def build_parser() -> argparse.ArgumentParser:
         "add a catalogue file or a music folder to a library",
         "Add the tracks of SOURCE to the library directory LIBRARY, creating it if needed.\n\n"
         "SOURCE is a catalogue file (CSV, TSV, JSONL or Parquet; see newwave.readers) or a\n"
-        "folder of music files (tags and lyrics are read with mutagen: newwave[tags]).\n"
+        "folder of music files (tags and lyrics are read with mutagen: newwave-music[tags]).\n"
         "An existing library keeps its fields and fuser; tracks whose content is unchanged\n"
         "are not encoded again, and the library is saved atomically.\n\n"
         "example:\n"

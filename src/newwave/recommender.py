@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,7 @@ from newwave.errors import (
     IndexCorruptError,
     InvalidInputError,
     MissingFileError,
+    TruncatedTextWarning,
     UnknownTrackError,
 )
 from newwave.fields import (
@@ -53,6 +56,10 @@ from newwave.types import FloatMatrix, Hits, Ranking, Track
 __all__ = ["Recommender"]
 
 _FUSER = "fuser"  # an EmbeddingFuser's files, beside the database
+#: A query is cut to this many characters before it is read: more than any built-in encoder
+#: embeds (MiniLM: 8 windows of 256 tokens, about 7,000 characters), and reading a million
+#: characters with the rewriter took 5 s.
+MAX_QUERY_CHARS = 20_000
 
 logger = logging.getLogger(__name__)
 
@@ -372,7 +379,14 @@ class Recommender:
         if channel.name in given:
             payload: Any = given[channel.name][rows]
         else:
-            payload = channel.embed([str(values[row]) for row in rows])
+            try:
+                payload = channel.embed([str(values[row]) for row in rows])
+            except InvalidInputError as exc:  # "text 3 ...": say which track and field
+                found = re.match(r"text (\d+) ", str(exc))
+                if found is None or int(found.group(1)) >= len(rows):
+                    raise
+                track = batch[rows[int(found.group(1))]].id
+                raise type(exc)(f"track {track!r}, field {channel.field!r}: {exc}") from exc
         return {
             batch[row].id: (digest, payload[i])
             for i, (row, digest) in enumerate(zip(rows, digests, strict=True))
@@ -476,6 +490,12 @@ class Recommender:
             raise InvalidInputError(f"query must be a str, got {type(query).__name__}")
         if not query.strip():
             raise EmptyQueryError("query is empty")
+        if len(query) > MAX_QUERY_CHARS:  # no encoder sees more; the rewriter need not read it
+            warnings.warn(
+                TruncatedTextWarning("recommender", [(0, len(query), MAX_QUERY_CHARS)]),
+                stacklevel=2,
+            )
+            query = query[:MAX_QUERY_CHARS]
         depth = check_k_and_depth(k, depth)
         self._library.refresh()
         among = self._matching(where)
