@@ -385,8 +385,8 @@ class Recommender:
                 found = re.match(r"text (\d+) ", str(exc))
                 if found is None or int(found.group(1)) >= len(rows):
                     raise
-                track = batch[rows[int(found.group(1))]].id
-                raise type(exc)(f"track {track!r}, field {channel.field!r}: {exc}") from exc
+                named = batch[rows[int(found.group(1))]].id
+                raise type(exc)(f"track {named!r}, field {channel.field!r}: {exc}") from exc
         return {
             batch[row].id: (digest, payload[i])
             for i, (row, digest) in enumerate(zip(rows, digests, strict=True))
