@@ -390,3 +390,13 @@ def test_a_busy_library_is_converted_once(keyword_plugin: None, tmp_path: Path) 
         pass
     first, second = Recommender.load(tmp_path / "lib"), Recommender.load(tmp_path / "lib")
     assert first.ids() == second.ids() == ["rain", "drive", "storm"]
+
+
+def test_library_files_follow_the_umask(library: Path) -> None:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    for path in library.rglob("*"):
+        if path.name in ("write.lock", "writer.json") or path.name.endswith(("-shm", "-wal")):
+            continue
+        mode = path.stat().st_mode & 0o777
+        assert mode == (0o777 if path.is_dir() else 0o666) & ~mask, (path, oct(mode))

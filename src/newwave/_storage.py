@@ -24,7 +24,15 @@ from typing import Any
 
 from newwave.errors import IndexCorruptError, InvalidInputError, MissingFileError
 
-__all__ = ["atomic_directory", "fsync_tree", "read_json", "resolve_directory", "write_json"]
+__all__ = [
+    "atomic_directory",
+    "fsync_tree",
+    "honour_umask",
+    "new_directory",
+    "read_json",
+    "resolve_directory",
+    "write_json",
+]
 
 POINTER = "newwave.json"
 _FORMAT = "newwave-snapshots"
@@ -32,9 +40,40 @@ _PREFIX = "snapshot-"
 _STAGING = ".staging-"
 
 
+def new_directory(parent: Path, prefix: str) -> Path:
+    """A new, uniquely named directory in ``parent``, with the permissions the umask gives
+    (``tempfile.mkdtemp`` would make it private)."""
+    directory = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    directory.chmod(0o777 & ~_umask())
+    return directory
+
+
+def honour_umask(directory: Path) -> None:
+    """Give the files and folders under ``directory`` the permissions the umask gives (some
+    writers, e.g. safetensors, make private files)."""
+    mask = _umask()
+    for path in directory.rglob("*"):
+        path.chmod((0o777 if path.is_dir() else 0o666) & ~mask)
+
+
+def _umask() -> int:
+    """The process's umask, read without changing it where the system says it (Linux)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # elsewhere: set and restore (not thread-safe, but brief)
+    os.umask(mask)
+    return mask
+
+
 def write_json(path: Path, value: Any) -> None:
-    """Write ``value`` as JSON to ``path`` atomically (temporary file, fsync, rename)."""
+    """Write ``value`` as JSON to ``path`` atomically (temporary file, fsync, rename), with the
+    permissions the umask gives."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.fchmod(fd, 0o666 & ~_umask())
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             json.dump(value, handle, indent=2, sort_keys=True, ensure_ascii=False)
@@ -68,7 +107,7 @@ def atomic_directory(target: str | os.PathLike[str]) -> Iterator[Path]:
         raise InvalidInputError(
             f"{root} is not empty and is not a saved newwave directory; refusing to write into it"
         )
-    staging = Path(tempfile.mkdtemp(prefix=_STAGING, dir=root))
+    staging = new_directory(root, _STAGING)
     try:
         yield staging
         fsync_tree(staging)

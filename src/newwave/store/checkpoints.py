@@ -16,14 +16,13 @@ channel's last checkpoint, so a missing ``checkpoint.json`` is an error, not an 
 from __future__ import annotations
 
 import shutil
-import tempfile
 import uuid
 import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from newwave._storage import fsync_tree, read_json, write_json
+from newwave._storage import fsync_tree, honour_umask, new_directory, read_json, write_json
 from newwave.errors import IndexCorruptError
 
 __all__ = [
@@ -56,9 +55,10 @@ def write_checkpoint(
     """Save ``channel``'s index as of transaction ``seq``: ``write`` fills an empty folder."""
     home = channel_directory(root, channel)
     home.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=home))
+    staging = new_directory(home, ".staging-")
     try:
         write(staging)
+        honour_umask(staging)
         files = {path.name: [path.stat().st_size, crc32_file(path)] for path in _files(staging)}
         fsync_tree(staging)
         folder = home / f"{seq:06d}-{uuid.uuid4().hex[:8]}"

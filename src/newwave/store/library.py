@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
+from newwave._storage import honour_umask
 from newwave.errors import IndexCorruptError, InvalidInputError, MissingFileError
 from newwave.search.channels import Channel
 from newwave.store.checkpoints import (
@@ -174,6 +175,7 @@ class Library:
         shutil.rmtree(target, ignore_errors=True)
         target.mkdir()
         write(target)
+        honour_umask(target)
         sums = {p.name: [p.stat().st_size, crc32_file(p)] for p in sorted(target.iterdir())}
         with self.store.transaction():
             self.store.set_meta(f"files:{folder}", json.dumps(sums))
