@@ -346,9 +346,9 @@ def load_shards(
     report = report or RayReport()
     store = recommender._library.store
     channels = _dense_channels(recommender)
-    found: dict[str, tuple[dict[str, tuple[str, int]], np.ndarray | None]] = {}
+    found: dict[str, tuple[dict[tuple[str, str], int], np.ndarray | None]] = {}
     for channel in channels:
-        rows: dict[str, tuple[str, int]] = {}
+        rows: dict[tuple[str, str], int] = {}  # (track id, content hash) -> row
         blocks: list[np.ndarray] = []
         offset = 0
         directory = shard_directory(work_dir, channel.name)
@@ -360,7 +360,7 @@ def load_shards(
                     f"{channel.encoder.model_id!r}: use another work directory"
                 )
             for i, (track_id, digest) in enumerate(zip(ids, hashes, strict=True)):
-                rows[track_id] = (digest, offset + i)
+                rows[track_id, digest] = offset + i
             blocks.append(vectors)
             offset += len(ids)
         found[channel.name] = (rows, np.concatenate(blocks) if blocks else None)
@@ -385,13 +385,13 @@ def load_shards(
                 label = labels.get(track.id)
                 if label is not None and known.get(label) == digest:
                     continue  # unchanged: add() skips it
-                hit = rows.get(track.id)
-                if hit is None or hit[0] != digest:
+                hit = rows.get((track.id, digest))
+                if hit is None:
                     raise InvalidInputError(
                         f"track {track.id!r}: its {channel.field} changed since it was encoded "
                         f"(no shard under {work_dir} has it); run the encoding again"
                     )
-                out[i] = matrix[hit[1]]
+                out[i] = matrix[hit]
             given[channel.name] = out
         for name, count in recommender.add(tracks, vectors=given).items():
             loaded[name] = loaded.get(name, 0) + count
