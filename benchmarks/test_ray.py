@@ -83,6 +83,8 @@ def test_ray_pipeline_against_in_process(benchmark: Any, tmp_path: Path) -> None
             "overhead_ratio": round(seconds / in_process, 3),
             "in_process_ms_per_track": round(1000 * in_process / len(tracks), 3),
             "ray_ms_per_track": round(1000 * seconds / len(tracks), 3),
+            "ray_encode_s": round(report.encode_s, 2),
+            "ray_load_s": round(report.load_s, 2),
             "max_abs_diff": diff,
         }
     )

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +47,8 @@ class RayReport:
     shards_written: int = 0
     shards_reused: int = 0
     loaded: dict[str, int] = field(default_factory=dict)
+    encode_s: float = 0.0  # planning and encoding, Ray's start included
+    load_s: float = 0.0
 
 
 @dataclass
@@ -314,7 +317,7 @@ def encode_shards(
             batch_size=1,
             compute=ray.data.ActorPoolStrategy(size=actors),
             num_gpus=per_actor,
-            num_cpus=0 if per_actor else 1,
+            num_cpus=1,
         )
         total = sum(len(p.track_ids) for p in parts)
         bar = tqdm(total=total, desc=f"encode {name}", unit="value", disable=None)
@@ -438,6 +441,7 @@ def index_with_ray(
     whose shards are missing. See :func:`encode_shards` for the other options.
     """
     ray = _import_ray()
+    began = time.perf_counter()
     started = False
     if not ray.is_initialized():
         ray.init(address=address, log_to_driver=False)
@@ -456,8 +460,12 @@ def index_with_ray(
     finally:
         if started:
             ray.shutdown()
+    report.encode_s = time.perf_counter() - began
     print(
         f"shards: {report.shards_written} written, {report.shards_reused} from an earlier run",
         file=sys.stderr,
     )
-    return load_shards(recommender, manifest, work_dir, chunk_tracks=chunk_tracks, report=report)
+    began = time.perf_counter()
+    load_shards(recommender, manifest, work_dir, chunk_tracks=chunk_tracks, report=report)
+    report.load_s = time.perf_counter() - began
+    return report
