@@ -1,9 +1,9 @@
 """The Ray executor on one machine against in-process encoding, in one run.
 
 The same MusicCaps captions (5,000 under ``make bench``, 300 with ``--benchmark-disable``) are
-indexed with MiniLM twice: ``Recommender.add`` in this process (the baseline), then the Ray
-pipeline on a local cluster of this machine's cores (manifest, encoder actors, Parquet shards,
-bulk load). Both start from a fresh encoder, so both load the model once. ``extra_info`` has
+indexed with MiniLM into a library directory twice: ``Recommender.add`` in this process (the
+baseline), then the Ray pipeline on a local cluster of this machine's cores (manifest, encoder
+actors, Parquet shards, bulk load). Both start from a fresh encoder, so both load the model once. ``extra_info`` has
 both times, their ratio (target <= 1.5) and the largest difference between the two libraries'
 vectors. Needs ``../shared/data/musiccaps/musiccaps-public.csv`` and ``newwave-music[ray]``.
 """
@@ -48,7 +48,8 @@ def test_ray_pipeline_against_in_process(benchmark: Any, tmp_path: Path) -> None
     cores = os.cpu_count() or 1
 
     began = time.perf_counter()
-    reference = Recommender(fields={"description": MiniLMEncoder(device="cpu")})
+    Recommender(fields={"description": MiniLMEncoder(device="cpu")}).save(tmp_path / "local")
+    reference = Recommender.load(tmp_path / "local")
     reference.add(tracks)
     in_process = time.perf_counter() - began
 
@@ -58,8 +59,9 @@ def test_ray_pipeline_against_in_process(benchmark: Any, tmp_path: Path) -> None
 
         def run() -> None:
             began = time.perf_counter()
-            rec = Recommender(fields={"description": MiniLMEncoder(device="cpu")})
             work = tmp_path / f"work{len(runs)}"
+            Recommender(fields={"description": MiniLMEncoder(device="cpu")}).save(work / "lib")
+            rec = Recommender.load(work / "lib")
             export_manifest(tracks, work / "manifest.parquet", rec)
             report = index_with_ray(
                 rec, work / "manifest.parquet", work, partition_rows=256, concurrency=cores
