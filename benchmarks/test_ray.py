@@ -3,9 +3,10 @@
 The same MusicCaps captions (5,000 under ``make bench``, 300 with ``--benchmark-disable``) are
 indexed with MiniLM into a library directory twice: ``Recommender.add`` in this process (the
 baseline), then the Ray pipeline on a local cluster of this machine's cores (manifest, encoder
-actors, Parquet shards, bulk load). Both start from a fresh encoder, so both load the model once. ``extra_info`` has
-both times, their ratio (target <= 1.5) and the largest difference between the two libraries'
-vectors. Needs ``../shared/data/musiccaps/musiccaps-public.csv`` and ``newwave-music[ray]``.
+actors, Parquet shards, bulk load). Both start from a fresh encoder, so both load the model
+once. ``extra_info`` has both times, their ratio (target <= 1.5) and the largest difference
+between the two libraries' vectors. Needs ``newwave-music[ray]`` and
+``../shared/data/musiccaps/musiccaps-public.csv``.
 """
 
 from __future__ import annotations
