@@ -171,7 +171,7 @@ def test_a_killed_job_resumes_without_encoding_its_finished_shards(
 ) -> None:
     from newwave.distributed import export_manifest, index_with_ray
 
-    tracks = [Track(id=f"k{i:04d}", description=text) for i, text in enumerate(_texts(600, 1))]
+    tracks = [Track(id=f"k{i:04d}", description=text) for i, text in enumerate(_texts(300, 1))]
     from newwave.encoders.minilm import MiniLMEncoder
 
     rec = Recommender(fields={"description": MiniLMEncoder(model=minilm_dir, device="cpu")})
@@ -201,18 +201,19 @@ def test_a_killed_job_resumes_without_encoding_its_finished_shards(
         job.wait()
     time.sleep(1.0)  # an actor of the killed job may finish the shard it was writing
     finished = {p.name: p.stat().st_mtime_ns for p in shards.glob("*.parquet")}
-    assert 3 <= len(finished) < 150
+    assert 3 <= len(finished) < 75
     assert len(Recommender.load(tmp_path / "lib")) == 0  # nothing loaded: killed while encoding
 
     rec = Recommender.load(tmp_path / "lib")
     report = index_with_ray(rec, manifest, work, partition_rows=4, batch_size=4)
+    print(f"killed with {len(finished)} of 75 shards written; the rerun: {report}")
     assert report.shards_reused == len(finished)
-    assert report.shards_written == 150 - len(finished)
-    assert report.encoded["description"] + report.reused["description"] == 600
+    assert report.shards_written == 75 - len(finished)
+    assert report.encoded["description"] + report.reused["description"] == 300
     assert {
         p.name: p.stat().st_mtime_ns for p in shards.glob("*.parquet") if p.name in finished
     } == finished
-    assert len(rec) == 600
+    assert len(rec) == 300
     reference = Recommender(fields={"description": MiniLMEncoder(model=minilm_dir, device="cpu")})
     reference.add(tracks)
     assert _max_diff(rec, reference, "description", [t.id for t in tracks]) <= 1e-6
