@@ -152,3 +152,17 @@ def train_command(capsys: pytest.CaptureFixture[str]) -> Callable[[list[str]], s
         return out
 
     return run
+
+
+# -- the Ray executor's tests -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[str]:
+    """A real local Ray cluster of 2 CPUs for the session's tests; its address (GCS)."""
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        yield str(ray.get_runtime_context().gcs_address)
+    finally:
+        ray.shutdown()

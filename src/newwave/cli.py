@@ -121,7 +121,15 @@ def _index(args: argparse.Namespace) -> int:
     _check_same_setup(rec, library, fields, args.fuser)
     new = sum(track.id not in rec for track in tracks)
     unchanged = sum(track.id in rec and rec.get(track.id) == track for track in tracks)
-    encoded = rec.add(tracks)  # committed to the library as one transaction
+    if args.executor == "ray":  # encoded on a Ray cluster, loaded in transactions
+        from newwave.distributed import export_manifest, index_with_ray
+
+        work = Path(args.work_dir) if args.work_dir else library / "ray"
+        export_manifest(tracks, work / "manifest.parquet", rec)
+        report = index_with_ray(rec, work / "manifest.parquet", work, address=args.address)
+        encoded = report.loaded
+    else:
+        encoded = rec.add(tracks)  # committed to the library as one transaction
     rec.save(library)  # and its indexes saved, so that the next start reads them
     seconds = time.perf_counter() - started
 
@@ -562,6 +570,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     index.add_argument(
         "--format", choices=_FORMATS, help="the catalogue's format (default: from its extension)"
+    )
+    index.add_argument(
+        "--executor",
+        choices=("local", "ray"),
+        default="local",
+        help="where to encode: in this process (default), or on a Ray cluster (newwave[ray]); "
+        "see docs/scale-out.md",
+    )
+    index.add_argument(
+        "--address", help="with --executor ray: the cluster (default: a local one, or RAY_ADDRESS)"
+    )
+    index.add_argument(
+        "--work-dir",
+        help="with --executor ray: the manifest and shards, on storage every node reaches "
+        "(default LIBRARY/ray); a rerun reuses the shards a killed run finished",
     )
     index.set_defaults(run=_index)
 
