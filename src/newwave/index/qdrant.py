@@ -314,7 +314,7 @@ def _client(path: str | None, url: str | None) -> tuple[Any, AbstractContextMana
     key = ("path", path) if path is not None else ("url", url) if url else ("memory", _MEMORY)
     global _closing_registered
     with _clients_lock:
-        if not _closing_registered:  # local mode writes its folder on close, not at exit
+        if not _closing_registered:  # close at exit: a client closed by __del__ then fails
             atexit.register(close_clients)
             _closing_registered = True
         if key not in _clients:
