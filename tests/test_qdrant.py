@@ -49,6 +49,12 @@ def test_it_is_a_plugin_and_searches_as_exact_faiss_does(folder: Path) -> None:
         qdrant.search(queries, 5, among=among), faiss.search(queries, 5, among=among), strict=True
     ):
         assert mine.ids == exact.ids
+    qdrant.id_filter = True  # as on a server: Qdrant's HasIdCondition filter
+    for mine, exact in zip(
+        qdrant.search(queries, 5, among=among), faiss.search(queries, 5, among=among), strict=True
+    ):
+        assert mine.ids == exact.ids
+        assert mine.scores == pytest.approx(exact.scores, abs=1e-6)
     np.testing.assert_array_equal(qdrant.vectors(["t5", "t0"]), faiss.vectors(["t5", "t0"]))
     assert len(qdrant) == 198
 
@@ -65,8 +71,10 @@ def test_the_label_api_replays_idempotently(folder: Path) -> None:
     scores, found = retriever.search_labelled(vectors[:1], 60, count=48)
     assert found.shape == (1, 48) and found[0, 0] == 1 and 3 not in found and 4 not in found
     assert scores[0, 0] == pytest.approx(1.0, abs=1e-6)
-    scores, found = retriever.search_labelled(vectors[:1], 5, count=48, among=np.array([9, 3, 20]))
-    assert sorted(found[0, :2].tolist()) == [9, 20] and found[0, 2] == -1  # 3 is not stored
+    for retriever.id_filter in (False, True):
+        among = np.array([9, 3, 20])  # 3 is not stored
+        scores, found = retriever.search_labelled(vectors[:1], 5, count=48, among=among)
+        assert sorted(found[0, :2].tolist()) == [9, 20] and found[0, 2] == -1
     np.testing.assert_array_equal(retriever.vectors_labelled(np.array([50, 1])), vectors[[49, 0]])
     with pytest.raises(IndexCorruptError, match="lacks 1 stored vector.*newwave repair"):
         retriever.vectors_labelled(np.array([3]))

@@ -51,6 +51,7 @@ from typing import Any, TypeVar
 from urllib.parse import quote
 
 import numpy as np
+import numpy.typing as npt
 
 from newwave.errors import (
     ComponentUnavailableError,
@@ -116,6 +117,10 @@ class QdrantRetriever(Retriever):
         self._client: Any = None
         self._lock: AbstractContextManager[Any] = nullcontext()
         self._fresh = True  # built by the factory: its collection starts over at first use
+        #: Search ``among`` labels with Qdrant's id filter (on a server: the vectors stay there)
+        #: rather than by fetching their vectors: in local mode, the filter took 1.1 s for 2,000
+        #: labels of 20,000 x 384, fetching 0.17 s.
+        self.id_filter = url is not None
 
     @property
     def collection_name(self) -> str:
@@ -173,22 +178,16 @@ class QdrantRetriever(Retriever):
         if k == 0 or queries.shape[0] == 0:
             empty = np.zeros((queries.shape[0], 0))
             return empty.astype(np.float32), empty.astype(np.int64)
+        if not self.id_filter:
+            stored = labels[self._stored(labels)]
+            return _pad(*super()._search_among(queries, min(k, len(stored)), stored), k)
         models = _import_qdrant().models
         _check_labels(labels)
         among = models.Filter(must=[models.HasIdCondition(has_id=labels.tolist())])
         return self._query(queries, k, among, exact=True)
 
     def _reconstruct(self, labels: Labels) -> FloatMatrix:
-        _check_labels(labels)
-        found: dict[int, Any] = {}
-        for start in range(0, len(labels), _BATCH):
-            ids = labels[start : start + _BATCH].tolist()
-            records = self._call(
-                lambda c, i=ids: c.retrieve(
-                    self.collection_name, ids=i, with_vectors=True, with_payload=False
-                )
-            )
-            found.update((int(r.id), r.vector) for r in records)
+        found = self._retrieve(labels)
         missing = [label for label in labels.tolist() if label not in found]
         if missing:
             raise IndexCorruptError(
@@ -196,6 +195,25 @@ class QdrantRetriever(Retriever):
                 f"vector(s) (labels {missing[:5]}); rebuild it from the library: newwave repair"
             )
         return np.array([found[label] for label in labels.tolist()], dtype=np.float32)
+
+    def _stored(self, labels: Labels) -> npt.NDArray[np.bool_]:
+        """Which of ``labels`` the collection holds."""
+        found = self._retrieve(labels, vectors=False)
+        return np.array([label in found for label in labels.tolist()], dtype=bool)
+
+    def _retrieve(self, labels: Labels, *, vectors: bool = True) -> dict[int, Any]:
+        """The points of ``labels`` that the collection holds: label -> vector (or None)."""
+        _check_labels(labels)
+        found: dict[int, Any] = {}
+        for start in range(0, len(labels), _BATCH):
+            ids = labels[start : start + _BATCH].tolist()
+            records = self._call(
+                lambda c, i=ids: c.retrieve(
+                    self.collection_name, ids=i, with_vectors=vectors, with_payload=False
+                )
+            )
+            found.update((int(r.id), r.vector) for r in records)
+        return found
 
     def _write(self, directory: Path) -> None:
         manifest = {"collection": self.collection_name, "points": self._count()}
@@ -342,6 +360,18 @@ def close_clients() -> None:
         for client, _ in _clients.values():
             client.close()
         _clients.clear()
+
+
+def _pad(scores: FloatMatrix, labels: Labels, k: int) -> tuple[FloatMatrix, Labels]:
+    """``k`` columns: the missing ones score :data:`_PAD` with label -1, as :meth:`_query`."""
+    missing = k - scores.shape[1]
+    if missing <= 0:
+        return scores, labels
+    rows = scores.shape[0]
+    return (
+        np.hstack([scores, np.full((rows, missing), _PAD, dtype=np.float32)]),
+        np.hstack([labels, np.full((rows, missing), -1, dtype=np.int64)]),
+    )
 
 
 def _check_labels(labels: Labels) -> None:
