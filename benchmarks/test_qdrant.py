@@ -79,9 +79,7 @@ def test_one_query(benchmark: Any, retrievers: dict[str, Retriever], name: str, 
 
 
 @pytest.mark.parametrize("name", ["faiss", "qdrant"])
-def test_16_queries(
-    benchmark: Any, retrievers: dict[str, Retriever], name: str, size: int
-) -> None:
+def test_16_queries(benchmark: Any, retrievers: dict[str, Retriever], name: str, size: int) -> None:
     benchmark.group = GROUP.format(size) + ", 16 queries"
     _run(benchmark, retrievers, name, _unit(16, 2))
 

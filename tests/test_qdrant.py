@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 from newwave import (
-    ComponentUnavailableError,
     IndexCorruptError,
     InvalidInputError,
     MissingDependencyError,
@@ -69,14 +68,18 @@ def test_the_label_api_replays_idempotently(folder: Path) -> None:
         retriever.add_labelled(labels, vectors)
         retriever.remove_labelled(np.array([3, 4], dtype=np.int64))
     scores, found = retriever.search_labelled(vectors[:1], 60, count=48)
-    assert found.shape == (1, 48) and found[0, 0] == 1 and 3 not in found and 4 not in found
+    assert found.shape == (1, 48)
+    assert found[0, 0] == 1
+    assert 3 not in found
+    assert 4 not in found
     assert scores[0, 0] == pytest.approx(1.0, abs=1e-6)
     for retriever.id_filter in (False, True):
         among = np.array([9, 3, 20])  # 3 is not stored
         scores, found = retriever.search_labelled(vectors[:1], 5, count=48, among=among)
-        assert sorted(found[0, :2].tolist()) == [9, 20] and found[0, 2] == -1
+        assert sorted(found[0, :2].tolist()) == [9, 20]
+        assert found[0, 2] == -1
     np.testing.assert_array_equal(retriever.vectors_labelled(np.array([50, 1])), vectors[[49, 0]])
-    with pytest.raises(IndexCorruptError, match="lacks 1 stored vector.*newwave repair"):
+    with pytest.raises(IndexCorruptError, match=r"lacks 1 stored vector.*newwave repair"):
         retriever.vectors_labelled(np.array([3]))
     with pytest.raises(InvalidInputError, match="unsigned"):
         retriever.add_labelled(np.array([-1]), vectors[:1])
@@ -92,7 +95,8 @@ def test_a_checkpoint_is_a_manifest_of_the_live_collection(folder: Path, tmp_pat
     assert sorted(p.name for p in checkpoint.iterdir()) == ["qdrant.json", "retriever.json"]
     retriever.add_labelled(np.array([10], dtype=np.int64), unit_rows(1, 8, seed=4))
     again, count = Retriever.read_labelled(checkpoint)
-    assert isinstance(again, QdrantRetriever) and again.collection_name == "lib.description"
+    assert isinstance(again, QdrantRetriever)
+    assert again.collection_name == "lib.description"
     assert count == 11  # the collection as it is now, newer than the checkpoint
     assert again.search_labelled(unit_rows(1, 8, seed=4), 1, count=11)[1].tolist() == [[10]]
 
@@ -146,7 +150,8 @@ def test_a_local_folder_serves_one_process(folder: Path) -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
     )
     assert done.returncode == 1
-    assert "ComponentUnavailableError" in done.stderr and "url=" in done.stderr
+    assert "ComponentUnavailableError" in done.stderr
+    assert "url=" in done.stderr
 
 
 TRACKS = [
@@ -160,13 +165,14 @@ def test_a_lost_collection_is_an_error_and_repair_rebuilds_it(
     keyword_plugin: None, tmp_path: Path
 ) -> None:
     options = {"path": str(tmp_path / "qdrant"), "collection": "lib"}
-    rec = Recommender(fields={"description": "keyword"}, retriever="qdrant", retriever_options=options)
+    rec = Recommender(
+        fields={"description": "keyword"}, retriever="qdrant", retriever_options=options
+    )
     rec.add(TRACKS)
     rec.save(tmp_path / "lib")
     before = [(h.track.id, h.scores) for h in rec.search("sad piano", k=3)]
-    index = rec._channels["description"].index  # noqa: SLF001 - the live collection's client
-    assert isinstance(index, QdrantRetriever)
-    index._call(lambda client: client.delete_collection("lib.description"))  # noqa: SLF001
+    index = QdrantRetriever(8, path=options["path"], collection="lib", channel="description")
+    index._call("delete_collection", index.collection_name)
     with pytest.raises(IndexCorruptError, match=r"'lib\.description'.*newwave repair"):
         Recommender.load(tmp_path / "lib")
     assert Recommender.repair(tmp_path / "lib") == {"description": 3}

@@ -34,7 +34,8 @@ TRACKS = [
 @pytest.fixture
 def rec(keyword_plugin: None, retriever_kwargs: dict[str, Any]) -> Recommender:
     rec = Recommender(
-        fields={"description": "keyword", "tags": "keyword", "lyrics": "keyword"}, **retriever_kwargs
+        fields={"description": "keyword", "tags": "keyword", "lyrics": "keyword"},
+        **retriever_kwargs,
     )
     rec.add(TRACKS)
     return rec

@@ -72,7 +72,7 @@ class Retriever(ABC):
         """Keyword options (besides ``dim``) that rebuild an empty copy through the factory."""
         return {}
 
-    def use_channel(self, name: str) -> None:
+    def use_channel(self, name: str) -> None:  # noqa: B027 (optional: most ignore it)
         """Told, by a library channel that built this retriever, the channel's name
         (``description``, ``tags:minilm``, ``@joint``) before its first use.
 

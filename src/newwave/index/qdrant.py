@@ -44,10 +44,9 @@ import atexit
 import json
 import os
 import threading
-from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import quote
 
 import numpy as np
@@ -71,8 +70,6 @@ _MEMORY = ":memory:"
 _BATCH = 512  # points per upsert / retrieve request
 _PAD = -np.finfo(np.float32).max  # the score of a missing result, as FAISS pads
 _API_KEY = "QDRANT_API_KEY"
-
-T = TypeVar("T")
 
 
 class QdrantRetriever(Retriever):
@@ -158,16 +155,14 @@ class QdrantRetriever(Retriever):
                 ids=labels[start : start + _BATCH].tolist(),
                 vectors=vectors[start : start + _BATCH].tolist(),
             )
-            self._call(lambda c, b=batch: c.upsert(self.collection_name, points=b, wait=True))
+            self._call("upsert", self.collection_name, points=batch, wait=True)
 
     def _remove(self, labels: Labels) -> None:
         models = _import_qdrant().models
         _check_labels(labels)
         for start in range(0, len(labels), _BATCH):
             selector = models.PointIdsList(points=labels[start : start + _BATCH].tolist())
-            self._call(
-                lambda c, s=selector: c.delete(self.collection_name, points_selector=s, wait=True)
-            )
+            self._call("delete", self.collection_name, points_selector=selector, wait=True)
 
     def _search(self, queries: FloatMatrix, k: int) -> tuple[FloatMatrix, Labels]:
         return self._query(queries, k, None)
@@ -208,9 +203,7 @@ class QdrantRetriever(Retriever):
         for start in range(0, len(labels), _BATCH):
             ids = labels[start : start + _BATCH].tolist()
             records = self._call(
-                lambda c, i=ids: c.retrieve(
-                    self.collection_name, ids=i, with_vectors=vectors, with_payload=False
-                )
+                "retrieve", self.collection_name, ids=ids, with_vectors=vectors, with_payload=False
             )
             found.update((int(r.id), r.vector) for r in records)
         return found
@@ -232,12 +225,12 @@ class QdrantRetriever(Retriever):
             )
         self._fresh = False
         self._connect()
-        if not self._call(lambda c: c.collection_exists(self.collection_name)):
+        if not self._call("collection_exists", self.collection_name):
             raise IndexCorruptError(
                 f"{directory} refers to Qdrant collection {self.collection_name!r}, which "
                 f"{self._where()} does not hold; rebuild it from the library: newwave repair"
             )
-        params = self._call(lambda c: c.get_collection(self.collection_name)).config.params
+        params = self._call("get_collection", self.collection_name).config.params
         size = getattr(params.vectors, "size", None)
         if size != self.dim:
             raise IndexCorruptError(
@@ -261,35 +254,34 @@ class QdrantRetriever(Retriever):
             )
             for row in queries
         ]
-        responses = self._call(
-            lambda c: c.query_batch_points(self.collection_name, requests=requests)
-        )
+        responses = self._call("query_batch_points", self.collection_name, requests=requests)
         scores = np.full((len(requests), k), _PAD, dtype=np.float32)
         labels = np.full((len(requests), k), -1, dtype=np.int64)
         for row, response in enumerate(responses):
             # best first, then the smaller label on ties, as the exact search of the base class
-            found = sorted(((-np.float32(p.score), int(p.id)) for p in response.points))[:k]
+            found = sorted((-np.float32(p.score), int(p.id)) for p in response.points)[:k]
             scores[row, : len(found)] = [-s for s, _ in found]
             labels[row, : len(found)] = [label for _, label in found]
         return scores, labels
 
     def _count(self) -> int:
-        return int(self._call(lambda c: c.count(self.collection_name, exact=True)).count)
+        return int(self._call("count", self.collection_name, exact=True).count)
 
     def _connect(self) -> Any:
         if self._client is None:
             self._client, self._lock = _client(self.path, self.url)
         return self._client
 
-    def _call(self, work: Callable[[Any], T]) -> T:
-        """``work(client)``, the collection ready, Qdrant's errors as newwave's."""
+    def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        """The client's ``method(*args, **kwargs)``, the collection ready, Qdrant's errors as
+        newwave's."""
         client = self._connect()
         with self._lock:
             try:
                 if self._fresh:
                     self._recreate(client)
                     self._fresh = False
-                return work(client)
+                return getattr(client, method)(*args, **kwargs)
             except NewWaveError:
                 raise
             except Exception as exc:
