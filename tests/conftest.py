@@ -90,6 +90,16 @@ def keyword_plugin() -> Iterator[None]:
         pm.unregister(name="test-keyword")
 
 
+@pytest.fixture(params=["faiss", "qdrant"])
+def retriever_kwargs(request: pytest.FixtureRequest, tmp_path: Any) -> dict[str, Any]:
+    """A Recommender's retriever arguments, for each retriever: FAISS, and Qdrant in local mode
+    (a folder of the test's own)."""
+    if request.param == "faiss":
+        return {}
+    options = {"path": str(tmp_path / "qdrant"), "collection": "lib"}
+    return {"retriever": "qdrant", "retriever_options": options}
+
+
 @pytest.fixture
 def keyword_encoder() -> KeywordEncoder:
     return KeywordEncoder()

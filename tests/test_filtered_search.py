@@ -2,30 +2,40 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 import pytest
 
-from newwave import InvalidInputError, Recommender, Track, UnknownTrackError
+from newwave import InvalidInputError, Recommender, Retriever, Track, UnknownTrackError
 from newwave.index.faiss import FaissRetriever
+from newwave.index.qdrant import QdrantRetriever
 
 from .conftest import unit_rows
 
 
-@pytest.fixture
-def retriever() -> FaissRetriever:
-    retriever = FaissRetriever(8)
+def new_retriever(name: str, dim: int, tmp_path: Path) -> Retriever:
+    if name == "faiss":
+        return FaissRetriever(dim)
+    return QdrantRetriever(dim, path=tmp_path / "qdrant", collection=f"t{dim}")
+
+
+@pytest.fixture(params=["faiss", "qdrant"])
+def retriever(request: pytest.FixtureRequest, tmp_path: Path) -> Retriever:
+    retriever = new_retriever(request.param, 8, tmp_path)
     retriever.add([f"t{i}" for i in range(50)], unit_rows(50, 8))
     return retriever
 
 
-def test_vectors_are_the_stored_ones(retriever: FaissRetriever) -> None:
+def test_vectors_are_the_stored_ones(retriever: Retriever) -> None:
     np.testing.assert_allclose(retriever.vectors(["t3", "t0"]), unit_rows(50, 8)[[3, 0]])
     assert retriever.vectors([]).shape == (0, 8)
     with pytest.raises(UnknownTrackError, match="'nope'"):
         retriever.vectors(["nope"])
 
 
-def test_search_among_is_exact_search_over_the_subset(retriever: FaissRetriever) -> None:
+def test_search_among_is_exact_search_over_the_subset(retriever: Retriever) -> None:
     queries = unit_rows(3, 8, seed=1)
     subset = {f"t{i}" for i in range(0, 50, 3)} | {"not-stored"}
     for ranking, query in zip(retriever.search(queries, 5, among=subset), queries, strict=True):
@@ -36,8 +46,9 @@ def test_search_among_is_exact_search_over_the_subset(retriever: FaissRetriever)
     assert [len(r) for r in retriever.search(queries, 5, among=set())] == [0, 0, 0]
 
 
-def test_search_among_breaks_ties_by_insertion_order() -> None:
-    retriever = FaissRetriever(2)
+@pytest.mark.parametrize("name", ["faiss", "qdrant"])
+def test_search_among_breaks_ties_by_insertion_order(name: str, tmp_path: Path) -> None:
+    retriever = new_retriever(name, 2, tmp_path)
     retriever.add(["b", "a", "c"], np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]]))
     ranking = retriever.search(np.array([[1.0, 0.0]]), 3, among={"a", "b", "c"})[0]
     assert ranking.ids == ("b", "a", "c")
@@ -60,8 +71,8 @@ TRACKS = [
 
 
 @pytest.fixture
-def rec(keyword_plugin: None) -> Recommender:
-    rec = Recommender(fields={"description": "keyword", "tags": "keyword"})
+def rec(keyword_plugin: None, retriever_kwargs: dict[str, Any]) -> Recommender:
+    rec = Recommender(fields={"description": "keyword", "tags": "keyword"}, **retriever_kwargs)
     rec.add(TRACKS)
     return rec
 

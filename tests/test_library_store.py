@@ -14,6 +14,7 @@ import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -61,13 +62,25 @@ def run_child(code: str, timeout: float = 120) -> subprocess.CompletedProcess[st
     )
 
 
+def saved_library(root: Path, **retriever_kwargs: Any) -> Path:
+    """A saved library of TRACKS in ``root``: description (keyword), tags (bm25 + keyword)."""
+    fields: dict[str, Any] = {"description": "keyword", "tags": ["bm25", "keyword"]}
+    rec = Recommender(fields=fields, **retriever_kwargs)
+    rec.add(TRACKS)
+    rec.save(root)
+    return root
+
+
 @pytest.fixture
 def library(keyword_plugin: None, tmp_path: Path) -> Path:
-    """A saved library of TRACKS: description (keyword), tags (bm25 + keyword)."""
-    rec = Recommender(fields={"description": "keyword", "tags": ["bm25", "keyword"]})
-    rec.add(TRACKS)
-    rec.save(tmp_path / "lib")
-    return tmp_path / "lib"
+    """A saved library of TRACKS (FAISS), which child processes may open too."""
+    return saved_library(tmp_path / "lib")
+
+
+@pytest.fixture
+def any_library(keyword_plugin: None, tmp_path: Path, retriever_kwargs: dict[str, Any]) -> Path:
+    """The same library for each retriever (Qdrant's local mode serves this process only)."""
+    return saved_library(tmp_path / "lib", **retriever_kwargs)
 
 
 def results(
@@ -79,7 +92,8 @@ def results(
 # -- a live library -------------------------------------------------------------------------------
 
 
-def test_each_add_and_remove_is_committed_at_once(library: Path) -> None:
+def test_each_add_and_remove_is_committed_at_once(any_library: Path) -> None:
+    library = any_library
     writer = Recommender.load(library)
     reader = Recommender.load(library)
     writer.add([Track(id="calm", description="calm ambient piano", tags=["ambient"])])
@@ -101,7 +115,8 @@ def test_an_add_writes_only_what_changed(library: Path) -> None:
     assert len(Recommender.load(library)) == 8
 
 
-def test_indexes_are_saved_now_and_then_and_caught_up_from_the_store(library: Path) -> None:
+def test_indexes_are_saved_now_and_then_and_caught_up_from_the_store(any_library: Path) -> None:
+    library = any_library
     manifest = library / "indexes" / "description" / "checkpoint.json"
     saved_at = json.loads(manifest.read_text())["seq"]
     rec = Recommender.load(library)
@@ -310,7 +325,8 @@ def test_a_missing_or_damaged_file_is_an_error_naming_it(library: Path, tmp_path
             assert target.name in str(raised.value), (damage, relative, raised.value)
 
 
-def test_a_deleted_index_folder_is_an_error_and_repair_restores_it(library: Path) -> None:
+def test_a_deleted_index_folder_is_an_error_and_repair_restores_it(any_library: Path) -> None:
+    library = any_library
     before = results(Recommender.load(library))
     shutil.rmtree(library / "indexes" / "tags+bm25")
     with pytest.raises(IndexCorruptError, match=r"tags\+bm25.*newwave repair"):

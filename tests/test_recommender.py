@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -31,8 +32,11 @@ TRACKS = [
 
 
 @pytest.fixture
-def rec(keyword_plugin: None) -> Recommender:
-    rec = Recommender(fields={"description": "keyword", "tags": "keyword", "lyrics": "keyword"})
+def rec(keyword_plugin: None, retriever_kwargs: dict[str, Any]) -> Recommender:
+    rec = Recommender(
+        fields={"description": "keyword", "tags": "keyword", "lyrics": "keyword"},
+        **retriever_kwargs,
+    )
     rec.add(TRACKS)
     return rec
 
@@ -46,8 +50,10 @@ def test_search_ranks_and_explains(rec: Recommender) -> None:
     assert "lyrics" not in next(h for h in hits if h.track.id == "drive").scores
 
 
-def test_a_track_without_a_field_is_not_penalised(keyword_plugin: None) -> None:
-    rec = Recommender(fields={"description": "keyword", "lyrics": "keyword"})
+def test_a_track_without_a_field_is_not_penalised(
+    keyword_plugin: None, retriever_kwargs: dict[str, Any]
+) -> None:
+    rec = Recommender(fields={"description": "keyword", "lyrics": "keyword"}, **retriever_kwargs)
     rec.add(
         [
             Track(id="lullaby", description="calm harp music for sleep"),  # instrumental

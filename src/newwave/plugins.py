@@ -70,6 +70,7 @@ BUILTIN_PLUGINS: dict[str, str] = {
     "mlp": "newwave.fusion.mlp",
     "score-fusion": "newwave.fusion.score",
     "faiss": "newwave.index.faiss",
+    "qdrant": "newwave.index.qdrant",
     "bm25": "newwave.lexical.bm25",
     "query-rules": "newwave.query.rules",
 }

@@ -94,5 +94,5 @@ def test_every_kind_of_component_checks_its_options() -> None:
         load_fuser("rrf", k=3)
     with pytest.raises(InvalidInputError, match=r"retriever 'faiss': .*dim"):
         load_retriever("faiss", dims=384)
-    with pytest.raises(InvalidInputError, match="encoder 'bm25': unknown option 'k3'"):
+    with pytest.raises(InvalidInputError, match="lexical 'bm25': unknown option 'k3'"):
         load_lexical("bm25", k3=1.0)

@@ -72,6 +72,14 @@ class Retriever(ABC):
         """Keyword options (besides ``dim``) that rebuild an empty copy through the factory."""
         return {}
 
+    def use_channel(self, name: str) -> None:  # noqa: B027 (optional: most ignore it)
+        """Told, by a library channel that built this retriever, the channel's name
+        (``description``, ``tags:minilm``, ``@joint``) before its first use.
+
+        A retriever whose vectors live outside the process keys them by it (``qdrant``: one
+        collection per channel) and saves it in :meth:`get_config`; the default ignores it.
+        """
+
     # -- the part a subclass implements ----------------------------------------------------------
 
     @abstractmethod

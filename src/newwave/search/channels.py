@@ -204,7 +204,9 @@ class _VectorChannel(Channel):
             from newwave.plugins import load_retriever
 
             options = self.retriever_config.options
-            self.index = load_retriever(self.retriever_config.name, dim=self.dim, **options)
+            index = load_retriever(self.retriever_config.name, dim=self.dim, **options)
+            index.use_channel(self.name)
+            self.index = index
         return self.index
 
     def put(
