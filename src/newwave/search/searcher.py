@@ -35,14 +35,14 @@ def fused_hits(
     its other channels (the fuser's coverage), read from the store for the candidates only.
     """
     candidates = list(dict.fromkeys(i for r in rankings.values() for i in r.ids))
-    tracks = store.tracks(candidates)  # a track removed since an index was saved is dropped
-    labels = store.labels(candidates)
+    labels = store.labels(candidates)  # a track removed since an index was saved is dropped
     held = store.channel_labels(list(labels.values()))
     coverage = {
         name: {i for i, label in labels.items() if label in held.get(name, ())} for name in rankings
     }
-    kept = {name: Ranking(*_only(ranking, tracks)) for name, ranking in rankings.items()}
+    kept = {name: Ranking(*_only(ranking, labels)) for name, ranking in rankings.items()}
     fused = fuser.fuse(kept, k=k, coverage=coverage)
+    tracks = store.tracks(list(fused.ids))  # read only the hits
     per_channel = {name: r.as_dict() for name, r in kept.items()}
     return [
         Hit(

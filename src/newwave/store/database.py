@@ -23,7 +23,6 @@ Readers never block the writer nor see a half-written state (WAL); one process w
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import threading
 import uuid
@@ -359,7 +358,7 @@ class LibraryStore:
 
     def _track(self, track_id: str, data: str) -> Track:
         try:
-            track = Track.model_validate(json.loads(data))
+            track = Track.model_validate_json(data)
         except (ValueError, ValidationError) as exc:
             raise IndexCorruptError(
                 f"{self._name}: track {track_id!r} is malformed: {exc}"
