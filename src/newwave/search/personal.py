@@ -388,10 +388,7 @@ def personal_search(
             rankings[name] = channel.search(store, query, depth, among)
     refining = set(like or ()) | set(dislike or ())
     if refining:
-        rankings = {
-            n: Ranking(*zip(*[(i, s) for i, s in r if i not in refining])) if len(r) else r
-            for n, r in rankings.items()
-        }
+        rankings = {n: _without(r, refining) for n, r in rankings.items()}
     hits = fused_hits(store, fuser, rankings, depth)
     if parsed is not None and parsed.unwanted:
         hits = demote_unwanted(hits, parsed)
@@ -399,6 +396,11 @@ def personal_search(
     return rerank(
         store, channels, hits, k, user_taste=user_taste, weight=weight, diversity=diversity
     )
+
+
+def _without(ranking: Ranking, left_out: set[str]) -> Ranking:
+    kept = [(i, s) for i, s in ranking if i not in left_out]
+    return Ranking(tuple(i for i, _ in kept), tuple(s for _, s in kept))
 
 
 def recommend(
