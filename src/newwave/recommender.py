@@ -611,7 +611,7 @@ class Recommender:
             unknown = [e.track for e in batch if e.track not in known]
             if unknown:
                 raise UnknownTrackError(f"feedback on an unknown track: {unknown[0]!r}")
-            with store.transaction():
+            with store.transaction(catalogue=False):
                 store.add_feedback([e.row() for e in batch])
             store.checkpoint_wal()
         return len(batch)
@@ -642,7 +642,7 @@ class Recommender:
             raise InvalidInputError(f"user must be a non-empty str, got {user!r}")
         store = self._library.store
         with self._library.locked(refresh=False):
-            with store.transaction():
+            with store.transaction(catalogue=False):
                 deleted = store.forget_feedback(user)
             store.vacuum()
         return deleted

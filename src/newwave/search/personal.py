@@ -34,7 +34,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Final
+from typing import Final, TextIO
 
 import numpy as np
 
@@ -456,20 +456,28 @@ def recommend(
 # -- interaction logs -----------------------------------------------------------------------------
 
 
-def write_interactions(path: str | os.PathLike[str], events: Iterable[Feedback]) -> int:
+def write_interactions(path: str | os.PathLike[str] | TextIO, events: Iterable[Feedback]) -> int:
     """Write ``events`` as an interaction log: CSV (or JSON lines for ``.jsonl``) with the
-    columns :data:`LOG_COLUMNS`, ``timestamp`` in ISO 8601 UTC. How many were written."""
-    target = Path(path)
+    columns :data:`LOG_COLUMNS`, ``timestamp`` in ISO 8601 UTC; ``path`` may be an open text
+    stream (CSV). How many were written."""
     rows = [_log_row(e) for e in events]
+    if not isinstance(path, (str, os.PathLike)):
+        _write_csv(path, rows)
+        return len(rows)
+    target = Path(path)
     with target.open("w", encoding="utf-8", newline="") as out:
         if target.suffix == ".jsonl":
             for row in rows:
                 out.write(json.dumps(row, ensure_ascii=False) + "\n")
         else:
-            writer = csv.DictWriter(out, fieldnames=LOG_COLUMNS)
-            writer.writeheader()
-            writer.writerows({k: "" if v is None else v for k, v in row.items()} for row in rows)
+            _write_csv(out, rows)
     return len(rows)
+
+
+def _write_csv(out: TextIO, rows: Sequence[Mapping[str, str | float | None]]) -> None:
+    writer = csv.DictWriter(out, fieldnames=LOG_COLUMNS)
+    writer.writeheader()
+    writer.writerows({k: "" if v is None else v for k, v in row.items()} for row in rows)
 
 
 def _log_row(event: Feedback) -> dict[str, str | float | None]:

@@ -254,8 +254,12 @@ class LibraryStore:
     # -- transactions -----------------------------------------------------------------------------
 
     @contextmanager
-    def transaction(self) -> Iterator[int]:
-        """A write transaction, yielding its ``seq``; committed on success, else rolled back."""
+    def transaction(self, *, catalogue: bool = True) -> Iterator[int]:
+        """A write transaction, yielding its ``seq``; committed on success, else rolled back.
+
+        ``catalogue=False`` (a write that changes no track nor entry: feedback) keeps ``seq``,
+        so that nothing derived from the catalogue goes stale.
+        """
         with self._lock:
             if self._in_transaction:
                 raise AssertionError("transactions do not nest")
@@ -266,7 +270,10 @@ class LibraryStore:
             try:
                 yield seq + 1
                 with self._guard():
-                    self._db.execute("UPDATE meta SET value = ? WHERE key = 'seq'", (str(seq + 1),))
+                    if catalogue:
+                        self._db.execute(
+                            "UPDATE meta SET value = ? WHERE key = 'seq'", (str(seq + 1),)
+                        )
                     self._db.execute("COMMIT")
             except BaseException:
                 if self._db.in_transaction:
