@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
 
@@ -198,3 +199,77 @@ def test_a_library_without_the_feedback_table_gets_it(tmp_path: Path) -> None:
         "SELECT name FROM sqlite_master WHERE type = 'index' AND name = 'feedback_by_user'"
     )
     assert tables.fetchall() == [("feedback_by_user",)]
+
+
+def test_feedback_keeps_the_catalogue_seq(tmp_path: Path) -> None:
+    rec = library(tmp_path)
+    seq = rec._library.store.seq
+    rec.feedback("ann", "g1", "like")
+    rec.forget("ann")
+    assert rec._library.store.seq == seq
+
+
+# -- the command line -----------------------------------------------------------------------------
+
+
+def test_the_feedback_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from newwave.cli import main
+
+    lib = str(library(tmp_path).directory)
+    assert main(["feedback", lib, "ann", "g1", "like"]) == 0
+    assert main(["feedback", lib, "ann", "p1", "play", "--seconds", "30", "--at", "100"]) == 0
+    assert "ann: play p1 (2 events)" in capsys.readouterr().out
+    assert main(["feedback", lib, "ann", "g1", "love"]) == 1
+    assert "unknown feedback event 'love'" in capsys.readouterr().err
+    assert main(["feedback-log", lib, "--user", "ann"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "user,track,event,timestamp,seconds,weight"
+    assert lines[1].startswith("ann,p1,play,1970-01-01T00:01:40.000Z,30.0,")
+    assert main(["feedback-log", lib, "--output", str(tmp_path / "log.jsonl")]) == 0
+    assert "2 event(s) written" in capsys.readouterr().out
+    assert len(read_interactions(tmp_path / "log.jsonl")) == 2
+    assert main(["search", lib, "calm", "--user", "ann", "--json"]) == 0
+    hits = json.loads(capsys.readouterr().out)["hits"]
+    assert "taste" in hits[0]["scores"]
+    assert main(["search", lib, "guitar", "--like", "d1", "--diversity", "0.3"]) == 0
+    assert "d1" not in capsys.readouterr().out
+    assert main(["recommend", lib, "ann", "-k", "3"]) == 0
+    assert "taste" in capsys.readouterr().out
+    assert main(["forget", lib, "ann"]) == 0
+    assert "2 event(s) deleted" in capsys.readouterr().out
+    assert main(["recommend", lib, "ann"]) == 1
+
+
+# -- the evaluation -------------------------------------------------------------------------------
+
+
+def test_simulated_listeners_are_reproducible_and_personal_search_helps() -> None:
+    from newwave.evaluation.personal import evaluate_listeners, read_catalogue
+
+    tracks = read_catalogue()[:120]
+    first = evaluate_listeners(tracks, encoder="keyword", listeners=3, seed=1)
+    again = evaluate_listeners(tracks, encoder="keyword", listeners=3, seed=1)
+    assert first.as_dict()["stages"] == again.as_dict()["stages"]
+    assert first.ndcg[0] == first.ndcg_plain[0]  # no feedback yet: the plain ranking
+    assert first.ndcg[20] > first.ndcg_plain[20]
+    assert "nDCG@10" in first.to_text()
+
+
+def test_evaluate_on_an_interaction_log(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from newwave.cli import main
+
+    rec = library(tmp_path)
+    events = [
+        Feedback("ann", "g1", "like", 1.0),
+        Feedback("ann", "d1", "dislike", 2.0),
+        Feedback("bob", "d2", "like", 3.0),
+        Feedback("ann", "g2", "like", 10.0),
+        Feedback("bob", "d3", "play", 11.0, seconds=40),
+    ]
+    write_interactions(tmp_path / "log.csv", events)
+    assert main(["evaluate", "personal", "--log", str(tmp_path / "log.csv"), "--library",
+                 str(rec.directory), "--train", "0.6", "--json", "-"]) == 0  # fmt: skip
+    report = json.loads(capsys.readouterr().out)
+    assert report["users"] == 2
+    assert 0 < report["ndcg@10"] <= 1
+    assert rec.feedback_users() == {}  # the evaluation writes nothing
