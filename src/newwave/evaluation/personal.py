@@ -37,6 +37,7 @@ from typing import Any, Final
 
 import numpy as np
 
+from newwave.encoders.base import Encoder
 from newwave.errors import InvalidInputError
 from newwave.readers import read_tracks
 from newwave.recommender import Recommender
@@ -217,6 +218,8 @@ def evaluate_listeners(
     people = _listeners(rng, listeners, list(tags.values()))
     rec = Recommender(fields={"description": encoder, "tags": encoder})
     rec.add(tracks)
+    for component in {id(e): e for e in rec.fields.values()}.values():
+        _cache_queries(component)
     requests = list(REQUESTS)
     plain = {r: rec.search(r, k=K + max(STAGES), depth=depth) for r in requests}
     sums: dict[str, dict[int, float]] = {
@@ -271,6 +274,24 @@ def evaluate_listeners(
         seconds=time.perf_counter() - started,
         settings={"encoder": encoder, "depth": depth, "requests": requests},
     )
+
+
+def _cache_queries(encoder: object) -> None:
+    """Embed each request once: the listeners repeat the same few."""
+    if not isinstance(encoder, Encoder):
+        return
+    embed = encoder.encode_queries
+    cache: dict[tuple[str, ...], Any] = {}
+
+    def cached(texts: Sequence[str], **options: Any) -> Any:
+        if options:
+            return embed(texts, **options)
+        key = tuple(texts)
+        if key not in cache:
+            cache[key] = embed(texts)
+        return cache[key]
+
+    encoder.encode_queries = cached  # type: ignore[method-assign]
 
 
 def _reaction(person: _Listener, tags: str) -> str:

@@ -17,7 +17,8 @@ A personal search re-ranks the candidates a query retrieves (``depth`` of them) 
     confidence = n / (n + 3), n = sum_i d_i |s_i|
 
 so the taste term is bounded by ``weight`` (default 0.5); it is ``Hit.scores["taste"]``, next to
-``Hit.scores["relevance"]``. Refinement (``like=``/``dislike=`` ids) is Rocchio per dense
+``Hit.scores["relevance"]``. A track the user's feedback is net negative about has its score
+halved, as the query rewriter halves unwanted tracks. Refinement (``like=``/``dislike=`` ids) is Rocchio per dense
 channel: ``q' = q + 0.75 mean(liked) - 0.25 mean(disliked)``, normalised. Diversity is maximal
 marginal relevance: each next hit maximises ``(1 - diversity) * score - diversity * max_sim``,
 ``max_sim`` its highest cosine (mean over the dense channels) to the hits chosen before.
@@ -42,6 +43,7 @@ from newwave.errors import InvalidInputError, MissingFileError, UnknownTrackErro
 from newwave.fusion.base import Fuser
 from newwave.query.base import ParsedQuery
 from newwave.search.channels import Channel, DenseChannel, Query
+from newwave.search.defaults import UNWANTED_FACTOR
 from newwave.search.searcher import demote_unwanted, fused_hits
 from newwave.store.database import FeedbackRow, Labels, LibraryStore
 from newwave.types import FloatMatrix, Hit, Ranking
@@ -309,6 +311,9 @@ def rerank(
         raw = _taste_scores(candidates, user_taste, n)
         extra = weight * user_taste.confidence * _scaled(raw)
     score = relevance + extra
+    if user_taste is not None:  # what the user's feedback is net negative about: halved
+        negative = np.array([user_taste.net.get(h.track.id, 0.0) < 0 for h in hits])
+        score = np.where(negative, score * UNWANTED_FACTOR, score)
     if diversity > 0:
         order = mmr(score / (1 + weight), _similarity(candidates, n), k, diversity)
     else:
@@ -372,7 +377,7 @@ def personal_search(
     like: Sequence[str] | None = None,
     dislike: Sequence[str] | None = None,
     diversity: float = 0.0,
-    weight: float = TASTE_WEIGHT,
+    weight: float | None = None,
 ) -> list[Hit]:
     """A search refined by ``like``/``dislike`` (Rocchio) and re-ranked by the taste of
     ``events`` and by diversity; the refining tracks themselves are left out."""
@@ -394,7 +399,13 @@ def personal_search(
         hits = demote_unwanted(hits, parsed)
     user_taste = None if events is None else taste(store, channels, events)
     return rerank(
-        store, channels, hits, k, user_taste=user_taste, weight=weight, diversity=diversity
+        store,
+        channels,
+        hits,
+        k,
+        user_taste=user_taste,
+        weight=TASTE_WEIGHT if weight is None else weight,
+        diversity=diversity,
     )
 
 
