@@ -10,17 +10,20 @@ weighted mean of the vectors of the tracks of their latest :data:`TASTE_WINDOW` 
 
 A personal search re-ranks the candidates a query retrieves (``depth`` of them) by::
 
-    score = relevance + weight * confidence * taste_mm
+    score      = relevance + weight * confidence * taste_mm      (halved if net disliked)
     relevance  = the fused score, min-max scaled to [0, 1] over the candidates
-    taste      = mean over the dense channels of v_c . taste_c           (in [-1, 1])
+    taste      = mean over the dense channels of v_c . (taste_c - b * mean_c)
     taste_mm   = taste, min-max scaled to [0, 1] over the candidates
-    confidence = n / (n + 3), n = sum_i d_i |s_i|
+    confidence = n / (n + 1),  n = sum_i d_i |s_i|
+    b          = sum_i d_i s_i / n,  mean_c: the candidates' mean vector in channel c
 
-so the taste term is bounded by ``weight`` (default 0.5); it is ``Hit.scores["taste"]``, next to
-``Hit.scores["relevance"]``. A track the user's feedback is net negative about has its score
-halved, as the query rewriter halves unwanted tracks. Refinement (``like=``/``dislike=`` ids) is Rocchio per dense
-channel: ``q' = q + 0.75 mean(liked) - 0.25 mean(disliked)``, normalised. Diversity is maximal
-marginal relevance: each next hit maximises ``(1 - diversity) * score - diversity * max_sim``,
+so the taste term is bounded by ``weight`` (:data:`TASTE_WEIGHT`); it is
+``Hit.scores["taste"]``, next to ``Hit.scores["relevance"]``. Centring the taste on the
+candidates' mean scores what sets the liked tracks apart, not what every candidate shares. A
+track the user's feedback is net negative about has its score halved, as the query rewriter
+halves unwanted tracks. Refinement (``like=``/``dislike=`` ids) is Rocchio per dense channel:
+``q' = q + 0.75 mean(liked) - 0.25 mean(disliked)``, normalised. Diversity is maximal marginal
+relevance: each next hit maximises ``(1 - diversity) * score - diversity * max_sim``,
 ``max_sim`` its highest cosine (mean over the dense channels) to the hits chosen before.
 """
 
@@ -72,9 +75,9 @@ HALF_LIFE_S: Final = 30 * 24 * 3600.0
 """An event counts half as much as one 30 days newer."""
 TASTE_WINDOW: Final = 500
 """How many of a user's latest events make their taste."""
-TASTE_WEIGHT: Final = 0.5
+TASTE_WEIGHT: Final = 1.0
 """The bound of the taste term, relevance being scaled to [0, 1]."""
-_CONFIDENCE_HALF = 3.0
+_CONFIDENCE_HALF = 1.0
 ROCCHIO: Final = (1.0, 0.75, 0.25)  # alpha (query), beta (liked), gamma (disliked)
 LOG_COLUMNS: Final = ("user", "track", "event", "timestamp", "seconds", "weight")
 """The columns of an interaction log (CSV with a header, or JSON lines with these keys)."""
@@ -183,10 +186,11 @@ class Taste:
     vectors: dict[str, FloatMatrix]  # (dim,) each
     strength: float  # sum of d_i |s_i|
     net: dict[str, float]  # per track: sum of d_i s_i
+    balance: float = 0.0  # sum of d_i s_i / sum of d_i |s_i|, in [-1, 1]
 
     @property
     def confidence(self) -> float:
-        """``n / (n + 3)`` of the decayed amount of feedback ``n``."""
+        """``n / (n + 1)`` of the decayed amount of feedback ``n``."""
         return self.strength / (self.strength + _CONFIDENCE_HALF)
 
 
@@ -215,7 +219,8 @@ def taste(
         present = np.any(rows != 0, axis=1)
         if present.any() and strength > 0:
             vectors[name] = ((signed[present] @ rows[present]) / strength).astype(np.float32)
-    return Taste(vectors, strength, weights)
+    balance = sum(weights.values()) / strength if strength > 0 else 0.0
+    return Taste(vectors, strength, weights, balance)
 
 
 def _dense(channels: Mapping[str, Channel]) -> dict[str, DenseChannel]:
@@ -233,14 +238,19 @@ def _candidate_vectors(
     return {name: store.vectors(name, rows, c.dim) for name, c in channels.items() if c.count}
 
 
-def _taste_scores(candidates: Mapping[str, FloatMatrix], taste: Taste, n: int) -> np.ndarray:
-    """Mean over the channels (where the track has a vector) of ``v . taste``."""
+def _taste_scores(
+    candidates: Mapping[str, FloatMatrix], taste: Taste, n: int, *, centred: bool = False
+) -> np.ndarray:
+    """Mean over the channels (where the track has a vector) of ``v . taste``; ``centred``:
+    of ``v . (taste - balance * mean(v))``, the taste relative to the candidates' mean."""
     total, count = np.zeros(n), np.zeros(n)
     for name, vector in taste.vectors.items():
         rows = candidates.get(name)
         if rows is None:
             continue
         present = np.any(rows != 0, axis=1)
+        if centred and present.any():
+            vector = vector - taste.balance * rows[present].mean(axis=0)
         total += np.where(present, rows @ vector, 0.0)
         count += present
     return np.divide(total, count, out=np.zeros(n), where=count > 0)
@@ -308,7 +318,7 @@ def rerank(
     relevance = _scaled(np.array([h.score for h in hits], dtype=np.float64))
     extra = np.zeros(n)
     if user_taste is not None and user_taste.vectors:
-        raw = _taste_scores(candidates, user_taste, n)
+        raw = _taste_scores(candidates, user_taste, n, centred=True)
         extra = weight * user_taste.confidence * _scaled(raw)
     score = relevance + extra
     if user_taste is not None:  # what the user's feedback is net negative about: halved
