@@ -584,7 +584,7 @@ class Recommender:
         track_id: str,
         event: str,
         *,
-        at: float | str | Any = None,
+        at: object = None,
         weight: float | None = None,
         seconds: float | None = None,
     ) -> Feedback:
