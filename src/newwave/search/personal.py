@@ -75,7 +75,7 @@ HALF_LIFE_S: Final = 30 * 24 * 3600.0
 """An event counts half as much as one 30 days newer."""
 TASTE_WINDOW: Final = 500
 """How many of a user's latest events make their taste."""
-TASTE_WEIGHT: Final = 1.0
+TASTE_WEIGHT: Final = 1.25
 """The bound of the taste term, relevance being scaled to [0, 1]."""
 _CONFIDENCE_HALF = 1.0
 ROCCHIO: Final = (1.0, 0.75, 0.25)  # alpha (query), beta (liked), gamma (disliked)
