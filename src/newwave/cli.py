@@ -171,7 +171,15 @@ def _check_same_setup(
 def _search(args: argparse.Namespace) -> int:
     where = _where(args.where)
     rec = _open_library(args.library)
-    hits = rec.search(args.query, k=args.k, where=where)
+    hits = rec.search(
+        args.query,
+        k=args.k,
+        where=where,
+        user=args.user,
+        like=args.like,
+        dislike=args.dislike,
+        diversity=args.diversity,
+    )
     if args.json:
         _print_json({"query": args.query, "where": where, "hits": _hits_json(hits)})
     else:
@@ -600,6 +608,7 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("library", metavar="LIBRARY", help="a library made by newwave index")
     search.add_argument("query", metavar="QUERY", help="what to look for, in words")
     _result_options(search)
+    _personal_search_options(search)
     search.set_defaults(run=_search)
 
     similar = command(
@@ -761,8 +770,28 @@ def build_parser() -> argparse.ArgumentParser:
         "--json", metavar="PATH", help="also write the results as JSON (-: print)"
     )
     musiccaps.set_defaults(run=_evaluate_musiccaps)
+    _personal_commands(command, benchmarks, _result_options)
     _train_commands(command)
     return parser
+
+
+def _personal_search_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--user", help="re-rank by this user's taste (see newwave feedback)")
+    parser.add_argument(
+        "--like", action="append", metavar="TRACK_ID", help="more like this track (repeat)"
+    )
+    parser.add_argument(
+        "--dislike", action="append", metavar="TRACK_ID", help="less like this track (repeat)"
+    )
+    parser.add_argument(
+        "--diversity", type=float, default=0.0, help="0 (default) to 1: spread the results"
+    )
+
+
+def _personal_commands(command: Any, benchmarks: Any, result_options: Any) -> None:
+    from newwave.cli_personal import add_personal_commands
+
+    add_personal_commands(command, benchmarks, result_options)
 
 
 def _result_options(parser: argparse.ArgumentParser) -> None:

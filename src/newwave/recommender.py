@@ -48,6 +48,7 @@ from newwave.search.channels import (
     Query,
 )
 from newwave.search.defaults import LEXICAL_WEIGHT, FieldSpec, default_fields
+from newwave.search.personal import Feedback
 from newwave.search.searcher import check_k_and_depth, demote_unwanted, fused_hits, joint_hits
 from newwave.store.database import Changes
 from newwave.store.library import Library
@@ -475,6 +476,10 @@ class Recommender:
         depth: int | None = None,
         where: Mapping[str, Any] | None = None,
         rewrite: bool = True,
+        user: str | Sequence[Feedback] | None = None,
+        like: Sequence[str] | None = None,
+        dislike: Sequence[str] | None = None,
+        diversity: float = 0.0,
     ) -> Hits:
         """The ``k`` tracks that best match ``query``, best first.
 
@@ -485,6 +490,12 @@ class Recommender:
         search is then exact among them. With a rewriter (and ``rewrite``), the encoders embed
         the rewritten query and tracks expressing an unwanted attribute rank last among the
         ``depth`` candidates; ``hits.query`` says what was understood.
+
+        Personal search (docs/personalisation.md): ``user`` (an id whose stored
+        :meth:`feedback` is used, or a list of :class:`~newwave.search.personal.Feedback`)
+        re-ranks the ``depth`` candidates by relevance plus a bounded taste term
+        (``Hit.scores["taste"]``); ``like``/``dislike`` (track ids) refine the query per
+        channel (Rocchio); ``diversity`` in [0, 1] spreads the hits (MMR).
         """
         if not isinstance(query, str):
             raise InvalidInputError(f"query must be a str, got {type(query).__name__}")
@@ -505,6 +516,25 @@ class Recommender:
         embedded = Query(query if parsed is None else parsed.text)
         store = self._library.store
         joint = self._channels.get(JOINT)
+        if user is not None or like or dislike or diversity:
+            from newwave.search.personal import check_diversity, personal_search
+
+            self._check_personal()
+            found_hits = personal_search(
+                store,
+                self._channels,
+                self._fuser,
+                embedded,
+                parsed,
+                k=k,
+                depth=depth,
+                among=among,
+                events=None if user is None else self._events(user),
+                like=like,
+                dislike=dislike,
+                diversity=check_diversity(diversity),
+            )
+            return Hits(found_hits, query=parsed)
         if isinstance(joint, JointChannel):
             found = joint.search(store, embedded, kept, among)
             hits = joint_hits(store, joint, found, joint.query_vectors(embedded))
@@ -565,6 +595,130 @@ class Recommender:
             if ranking is not None:
                 rankings[name] = ranking
         return Hits(fused_hits(store, self._fuser, rankings, k))
+
+    # -- feedback and personal search -------------------------------------------------------------
+
+    def feedback(
+        self,
+        user: str,
+        track_id: str,
+        event: str,
+        *,
+        at: object = None,
+        weight: float | None = None,
+        seconds: float | None = None,
+    ) -> Feedback:
+        """Record that ``user`` gave ``event`` (``like``, ``dislike``, ``skip``, or ``play``
+        with the ``seconds`` played) on track ``track_id``; stored in the library at once.
+
+        ``at`` (Unix seconds, a datetime or ISO 8601 text) defaults to now; ``weight`` replaces
+        the event's default magnitude (docs/personalisation.md).
+        """
+        event_ = Feedback.checked(user, track_id, event, at=at, seconds=seconds, weight=weight)
+        self.add_feedback([event_])
+        return event_
+
+    def add_feedback(self, events: Iterable[Feedback]) -> int:
+        """Record many events in one transaction (e.g. :func:`~newwave.search.personal.
+        read_interactions` of a log); every track must be in the library. How many."""
+        batch = list(events)
+        for item in batch:
+            if not isinstance(item, Feedback):
+                raise InvalidInputError(f"expected Feedback events, got {type(item).__name__}")
+        store = self._library.store
+        with self._library.locked(refresh=False):
+            known = store.labels(list({e.track for e in batch}))
+            unknown = [e.track for e in batch if e.track not in known]
+            if unknown:
+                raise UnknownTrackError(f"feedback on an unknown track: {unknown[0]!r}")
+            with store.transaction(catalogue=False):
+                store.add_feedback([e.row() for e in batch])
+            store.checkpoint_wal()
+        return len(batch)
+
+    def feedback_events(self, user: str) -> list[Feedback]:
+        """``user``'s feedback events, oldest first."""
+        from newwave.search.personal import from_row
+
+        return [from_row(row) for row in self._library.store.feedback(user)]
+
+    def feedback_users(self) -> dict[str, int]:
+        """Every user with feedback, with their number of events."""
+        return self._library.store.feedback_users()
+
+    def export_feedback(self, path: str | os.PathLike[str], user: str | None = None) -> int:
+        """Write the feedback of ``user`` (default: every user) as an interaction log
+        (CSV, or JSON lines for ``.jsonl``; docs/personalisation.md). How many events."""
+        from newwave.search.personal import write_interactions
+
+        users = list(self.feedback_users()) if user is None else [user]
+        return write_interactions(path, [e for u in users for e in self.feedback_events(u)])
+
+    def forget(self, user: str) -> int:
+        """Remove everything about ``user`` from the library: their feedback is deleted, its
+        space zeroed, the database rewritten (VACUUM) and the write-ahead log emptied.
+        How many events were deleted."""
+        if not isinstance(user, str) or not user:
+            raise InvalidInputError(f"user must be a non-empty str, got {user!r}")
+        store = self._library.store
+        with self._library.locked(refresh=False):
+            with store.transaction(catalogue=False):
+                deleted = store.forget_feedback(user)
+            store.vacuum()
+        return deleted
+
+    def recommend(
+        self,
+        user: str | Sequence[Feedback],
+        *,
+        k: int = 10,
+        depth: int | None = None,
+        where: Mapping[str, Any] | None = None,
+        diversity: float = 0.0,
+    ) -> Hits:
+        """The ``k`` tracks closest to ``user``'s taste, with no query ("play me something").
+
+        Each embedded channel is searched with the user's taste vector (``depth`` candidates);
+        tracks the user's feedback is net negative about are left out; ``Hit.scores["taste"]``
+        is the score. ``diversity`` in [0, 1] spreads the hits (MMR).
+        """
+        from newwave.search.personal import check_diversity, recommend
+
+        depth = check_k_and_depth(k, depth)
+        self._check_personal()
+        self._library.refresh()
+        events = self._events(user)
+        if not events:
+            raise InvalidInputError(f"no feedback from user {user!r} yet; use search() instead")
+        hits = recommend(
+            self._library.store,
+            self._channels,
+            events,
+            k=k,
+            depth=depth,
+            among=self._matching(where),
+            diversity=check_diversity(diversity),
+        )
+        return Hits(hits)
+
+    def _events(self, user: str | Sequence[Feedback]) -> list[Feedback]:
+        from newwave.search.personal import TASTE_WINDOW, from_row
+
+        if isinstance(user, str):
+            if not user:
+                raise InvalidInputError("user must be a non-empty str")
+            return [from_row(r) for r in self._library.store.feedback(user, limit=TASTE_WINDOW)]
+        events = list(user)
+        if not all(isinstance(e, Feedback) for e in events):
+            raise InvalidInputError("user must be a user id or a list of Feedback events")
+        return events
+
+    def _check_personal(self) -> None:
+        if isinstance(self._channels.get(JOINT), JointChannel):
+            raise InvalidInputError(
+                f"personal search and refinement need per-channel rankings; the "
+                f"{self._fuser.name!r} fuser searches one joint index"
+            )
 
     def _matching(self, where: Mapping[str, Any] | None) -> Any:
         """The labels of the tracks ``where`` keeps, or None without a filter."""

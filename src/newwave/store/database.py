@@ -13,6 +13,10 @@ Tables::
              label, id)         saved at an earlier ``seq`` can catch up
     track_values(track, key,    the metadata that ``where=`` filters, one row per value
                  kind, text, num)
+    feedback(user, track,       listeners' feedback (like, dislike, skip, play), one row per
+             event, at, value,  event: ``at`` in Unix seconds, ``value`` the seconds played,
+             weight)            ``weight`` the caller's own (see newwave.search.personal);
+                                created when missing (libraries written before it)
 
 Every change is a transaction that writes only what changed and increments ``seq``. Vector
 indexes are derived data: a channel's index is saved now and then (a *checkpoint*, see
@@ -92,6 +96,21 @@ CREATE INDEX track_values_num ON track_values (key, kind, num);
 CREATE INDEX track_values_track ON track_values (track);
 """
 
+_FEEDBACK_SCHEMA = """
+CREATE TABLE IF NOT EXISTS feedback (
+    user TEXT NOT NULL,
+    track TEXT NOT NULL,
+    event TEXT NOT NULL,
+    at REAL NOT NULL,
+    value REAL,
+    weight REAL
+);
+CREATE INDEX IF NOT EXISTS feedback_by_user ON feedback (user, at);
+"""
+
+FeedbackRow = tuple[str, str, str, float, "float | None", "float | None"]
+"""A stored feedback event: (user, track, event, at, value, weight)."""
+
 
 @dataclass
 class Changes:
@@ -142,7 +161,8 @@ class LibraryStore:
                 return
             meta = f"('format', '{FORMAT}'), ('epoch', '{uuid.uuid4().hex}'), ('seq', '0')"
             self._db.executescript(
-                f"BEGIN IMMEDIATE; {_SCHEMA} INSERT INTO meta VALUES {meta}; COMMIT;"
+                f"BEGIN IMMEDIATE; {_SCHEMA} {_FEEDBACK_SCHEMA} "
+                f"INSERT INTO meta VALUES {meta}; COMMIT;"
             )
 
     def _check_format(self) -> None:
@@ -233,8 +253,12 @@ class LibraryStore:
     # -- transactions -----------------------------------------------------------------------------
 
     @contextmanager
-    def transaction(self) -> Iterator[int]:
-        """A write transaction, yielding its ``seq``; committed on success, else rolled back."""
+    def transaction(self, *, catalogue: bool = True) -> Iterator[int]:
+        """A write transaction, yielding its ``seq``; committed on success, else rolled back.
+
+        ``catalogue=False`` (a write that changes no track nor entry: feedback) keeps ``seq``,
+        so that nothing derived from the catalogue goes stale.
+        """
         with self._lock:
             if self._in_transaction:
                 raise AssertionError("transactions do not nest")
@@ -245,7 +269,10 @@ class LibraryStore:
             try:
                 yield seq + 1
                 with self._guard():
-                    self._db.execute("UPDATE meta SET value = ? WHERE key = 'seq'", (str(seq + 1),))
+                    if catalogue:
+                        self._db.execute(
+                            "UPDATE meta SET value = ? WHERE key = 'seq'", (str(seq + 1),)
+                        )
                     self._db.execute("COMMIT")
             except BaseException:
                 if self._db.in_transaction:
@@ -648,6 +675,70 @@ class LibraryStore:
                 self._in_transaction = False
                 if self._db.in_transaction:
                     self._db.execute("COMMIT")
+
+    # -- feedback ---------------------------------------------------------------------------------
+
+    def _has_feedback(self) -> bool:
+        row = self._db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'feedback'"
+        ).fetchone()
+        return row is not None
+
+    def add_feedback(self, rows: Sequence[FeedbackRow]) -> None:
+        """Record feedback events; inside a transaction. A library written before feedback
+        existed gets its table here (the migration)."""
+        self._require_transaction()
+        with self._guard():
+            if not self._has_feedback():
+                for statement in _FEEDBACK_SCHEMA.split(";"):
+                    if statement.strip():
+                        self._db.execute(statement)
+            self._db.executemany("INSERT INTO feedback VALUES (?, ?, ?, ?, ?, ?)", rows)
+
+    def feedback(self, user: str, *, limit: int | None = None) -> list[FeedbackRow]:
+        """``user``'s feedback events, oldest first; with ``limit``, only the latest ``limit``."""
+        with self._guard():
+            if not self._has_feedback():
+                return []
+            rows = self._db.execute(
+                "SELECT user, track, event, at, value, weight FROM feedback WHERE user = ? "
+                "ORDER BY at DESC, rowid DESC LIMIT ?",
+                (user, -1 if limit is None else limit),
+            ).fetchall()
+        return [tuple(row) for row in reversed(rows)]
+
+    def feedback_users(self) -> dict[str, int]:
+        """Every user with feedback, with their number of events."""
+        with self._guard():
+            if not self._has_feedback():
+                return {}
+            rows = self._db.execute(
+                "SELECT user, count(*) FROM feedback GROUP BY user ORDER BY user"
+            ).fetchall()
+        return {user: int(n) for user, n in rows}
+
+    def forget_feedback(self, user: str) -> int:
+        """Delete ``user``'s events, overwriting the freed space with zeros; inside a
+        transaction. How many were deleted."""
+        self._require_transaction()
+        with self._guard():
+            if not self._has_feedback():
+                return 0
+            self._db.execute("PRAGMA secure_delete = ON")
+            try:
+                deleted = self._db.execute("DELETE FROM feedback WHERE user = ?", (user,)).rowcount
+            finally:
+                self._db.execute("PRAGMA secure_delete = OFF")
+        return int(deleted)
+
+    def vacuum(self) -> None:
+        """Rewrite the database file compactly, then empty the write-ahead log (outside a
+        transaction): no freed page of the old file survives."""
+        if self._in_transaction:
+            raise AssertionError("VACUUM runs outside a transaction")
+        with self._guard():
+            self._db.execute("VACUUM")
+        self.checkpoint_wal()
 
     def forget_removals(self, channel: str, through: int) -> None:
         """Drop ``channel``'s removal notes up to transaction ``through`` (all indexes past it)."""
