@@ -88,7 +88,8 @@ class Retriever(ABC):
 
     @abstractmethod
     def _remove(self, labels: Labels) -> None:
-        """Forget the vectors stored under ``labels`` (all of which are stored)."""
+        """Forget the vectors stored under ``labels``; ignore labels not stored (a library
+        removes a replaced track's label before adding it again, stored or not)."""
 
     @abstractmethod
     def _search(self, queries: FloatMatrix, k: int) -> tuple[FloatMatrix, Labels]:
@@ -187,7 +188,7 @@ class Retriever(ABC):
             self._add(labels, matrix)
 
     def remove_labelled(self, labels: Labels) -> None:
-        """Forget the vectors of ``labels``, all of which are stored."""
+        """Forget the vectors of ``labels``; labels not stored are ignored."""
         labels = np.ascontiguousarray(labels, dtype=np.int64)
         if len(labels):
             self._remove(labels)
