@@ -19,6 +19,7 @@ import shutil
 import uuid
 import zlib
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -93,8 +94,7 @@ def read_checkpoint(
             return None
         directory = home / folder
         try:
-            _verify(directory, files)
-            return read(directory), seq
+            return _verified_read(directory, files, read), seq
         except (IndexCorruptError, OSError):
             if not directory.is_dir():
                 continue  # replaced by a writer meanwhile: read the new manifest
@@ -113,16 +113,42 @@ def _parse(manifest: Any, path: Path) -> tuple[str, int, dict[str, tuple[int, in
     return folder, seq, parsed
 
 
-def _verify(directory: Path, files: dict[str, tuple[int, int]]) -> None:
-    for name, (size, crc) in files.items():
+def _verified_read(
+    directory: Path, files: dict[str, tuple[int, int]], read: Callable[[Path], T]
+) -> T:
+    """``read(directory)`` once every file's size and CRC-32 are right.
+
+    Every file is checked before ``read`` but the largest, whose CRC-32 (a second pass over
+    what may be gigabytes) is computed in a thread while ``read`` reads it; its size is checked
+    first, and a mismatch raises IndexCorruptError whatever ``read`` did.
+    """
+    for name, (size, _) in files.items():
         path = directory / name
         if not path.is_file():
             raise IndexCorruptError(f"{path} is missing; rebuild the index: newwave repair")
-        if path.stat().st_size != size or crc32_file(path) != crc:
-            raise IndexCorruptError(
-                f"{path} is damaged (its size or checksum changed); rebuild the index: "
-                "newwave repair"
-            )
+        if path.stat().st_size != size:
+            raise _damaged(path)
+    largest = max(files, key=lambda name: files[name][0])
+    for name, (_, crc) in files.items():
+        if name != largest and crc32_file(directory / name) != crc:
+            raise _damaged(directory / name)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        checked = pool.submit(crc32_file, directory / largest)
+        try:
+            result = read(directory)
+        except (IndexCorruptError, OSError):
+            if checked.result() != files[largest][1]:
+                raise _damaged(directory / largest) from None
+            raise
+        if checked.result() != files[largest][1]:
+            raise _damaged(directory / largest)
+    return result
+
+
+def _damaged(path: Path) -> IndexCorruptError:
+    return IndexCorruptError(
+        f"{path} is damaged (its size or checksum changed); rebuild the index: newwave repair"
+    )
 
 
 def _files(directory: Path) -> list[Path]:
