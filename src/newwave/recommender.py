@@ -116,7 +116,11 @@ class Recommender:
 
     # -- configuration ----------------------------------------------------------------------------
 
-    def _set_fields(self, fields: Mapping[str, FieldSpec], dims: Mapping[str, int] = {}) -> None:
+    def _set_fields(
+        self, fields: Mapping[str, FieldSpec], dims: Mapping[str, int] | None = None
+    ) -> None:
+        """Build the channels of ``fields``; ``dims``: their saved vector widths, if known."""
+        dims = dims or {}
         if not fields:
             raise InvalidInputError("fields is empty; e.g. fields={'description': 'minilm'}")
         by_name: dict[str, Encoder | LexicalIndex] = {}
@@ -359,7 +363,7 @@ class Recommender:
         batch: list[Track],
         values: list[str | None],
         given: Mapping[str, FloatMatrix],
-        done: Mapping[str, Any] = {},
+        done: Mapping[str, Any] | None = None,
     ) -> dict[str, tuple[str, Any]]:
         """By track id: the content hash and embedding of each value the store lacks (but those
         of ``done``)."""
@@ -368,7 +372,7 @@ class Recommender:
         known = store.hashes(channel.name, list(labels.values()))
         rows, digests = [], []
         for row, (track, value) in enumerate(zip(batch, values, strict=True)):
-            if value is None or track.id in done:
+            if value is None or (done is not None and track.id in done):
                 continue
             digest = channel.content_hash(value)
             label = labels.get(track.id)
