@@ -202,9 +202,8 @@ def test_two_concurrent_index_commands_lose_nothing(tmp_path: Path) -> None:
             )
             for side in ("a", "b")
         ]
-        for writer in writers:
-            _, err = writer.communicate(timeout=120)
-            assert writer.returncode == 0, err
+        errors = [writer.communicate(timeout=120)[1] for writer in writers]
+        assert [w.returncode for w in writers] == [0, 0], errors
         with_plugin = get_plugin_manager()
         with_plugin.register(KeywordPlugin(), name="kw-two-writers")
         try:

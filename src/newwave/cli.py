@@ -89,6 +89,7 @@ def _demo(args: argparse.Namespace) -> int:
 def _index(args: argparse.Namespace) -> int:
     from newwave.readers import read_tracks, scan_music_folder
     from newwave.recommender import Recommender
+    from newwave.store.lock import LOCK_FILE, WRITER_FILE
 
     started = time.perf_counter()
     fields = {
@@ -102,7 +103,7 @@ def _index(args: argparse.Namespace) -> int:
     if not existing and library.exists():
         if not library.is_dir():
             raise InvalidInputError(f"{library} exists and is not a directory")
-        if any(library.iterdir()):
+        if any(p.name not in (LOCK_FILE, WRITER_FILE) for p in library.iterdir()):
             raise InvalidInputError(
                 f"{library} is not empty and is not a newwave library; choose a new directory"
             )
