@@ -250,9 +250,7 @@ class _VectorChannel(Channel):
         if not store.hashes(self.name, [label]):
             return None
         own = store.vectors(self.name, [label], self.dim)
-        found = self._search_vector(store, own, depth + 1, among)
-        others = [(i, s) for i, s in zip(found.ids, found.scores, strict=True) if i != track_id]
-        return Ranking(tuple(i for i, _ in others[:depth]), tuple(s for _, s in others[:depth]))
+        return _without(self._search_vector(store, own, depth + 1, among), track_id, depth)
 
     def write_index(self, directory: Path) -> None:
         self._index().write_labelled(directory)
@@ -382,8 +380,7 @@ class LexicalChannel(Channel):
     ) -> Ranking:
         if not len(self.index):
             return Ranking()
-        allowed = None if among is None else set(store.ids_of(among.tolist()).values())
-        return self.index.search([query.text], depth, among=allowed)[0]
+        return self.index.search([query.text], depth, among=_ids(store, among))[0]
 
     def similar(
         self, store: LibraryStore, label: int, track_id: str, depth: int, among: Labels | None
@@ -391,10 +388,8 @@ class LexicalChannel(Channel):
         text = store.texts(self.name, [label]).get(label)
         if text is None:
             return None
-        allowed = None if among is None else set(store.ids_of(among.tolist()).values())
-        found = self.index.search([text], depth + 1, among=allowed)[0]
-        others = [(i, s) for i, s in zip(found.ids, found.scores, strict=True) if i != track_id]
-        return Ranking(tuple(i for i, _ in others[:depth]), tuple(s for _, s in others[:depth]))
+        found = self.index.search([text], depth + 1, among=_ids(store, among))[0]
+        return _without(found, track_id, depth)
 
     def write_index(self, directory: Path) -> None:
         self.index.write(directory)
@@ -413,3 +408,14 @@ class LexicalChannel(Channel):
 
 def _model_id(component: Encoder | LexicalIndex | EmbeddingFuser) -> str:
     return str(getattr(component, "model_id", component.name))
+
+
+def _ids(store: LibraryStore, among: Labels | None) -> set[str] | None:
+    """The track ids of the labels ``among`` (None: no restriction)."""
+    return None if among is None else set(store.ids_of(among.tolist()).values())
+
+
+def _without(found: Ranking, track_id: str, depth: int) -> Ranking:
+    """``found`` without ``track_id``, cut to ``depth``."""
+    others = [(i, s) for i, s in found if i != track_id][:depth]
+    return Ranking(tuple(i for i, _ in others), tuple(s for _, s in others))
