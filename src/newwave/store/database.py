@@ -46,7 +46,7 @@ from newwave.errors import (
     StorageError,
     UnknownTrackError,
 )
-from newwave.filters import check_keys, filter_sql, filter_values
+from newwave.filters import add_sql_functions, check_keys, filter_sql, filter_values
 from newwave.types import FloatMatrix, Track
 
 __all__ = ["DATABASE", "FORMAT", "Changes", "LibraryStore", "Labels"]
@@ -141,6 +141,7 @@ class LibraryStore:
                 target, isolation_level=None, check_same_thread=False, timeout=60.0
             )
             self._db.execute("PRAGMA foreign_keys = OFF")
+            add_sql_functions(self._db)
             if path is not None:
                 self._db.execute("PRAGMA journal_mode = WAL")
                 self._db.execute("PRAGMA synchronous = NORMAL")
