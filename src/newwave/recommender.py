@@ -872,6 +872,11 @@ class Recommender:
         fields = fields or "no fields yet"
         return f"Recommender({len(self)} tracks; {fields}; fuser={self._fuser.name})"
 
+    def _repr_html_(self) -> str:
+        from newwave.tables import recommender_html
+
+        return recommender_html(self)
+
 
 def _field_encoder(
     item: FieldEncoder, by_name: dict[str, Encoder | LexicalIndex]

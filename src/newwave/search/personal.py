@@ -334,7 +334,8 @@ def rerank(
         scores["relevance"] = float(relevance[i])
         if user_taste is not None:
             scores["taste"] = float(extra[i])
-        out.append(Hit(track=hits[i].track, score=float(score[i]), rank=rank, scores=scores))
+        track, ranks = hits[i].track, hits[i].ranks
+        out.append(Hit(track=track, score=float(score[i]), rank=rank, scores=scores, ranks=ranks))
     return out
 
 

@@ -44,12 +44,14 @@ def fused_hits(
     fused = fuser.fuse(kept, k=k, coverage=coverage)
     tracks = store.tracks(list(fused.ids))  # read only the hits
     per_channel = {name: r.as_dict() for name, r in kept.items()}
+    places = {name: {i: n for n, i in enumerate(r.ids, start=1)} for name, r in kept.items()}
     return [
         Hit(
             track=tracks[track_id],
             score=score,
             rank=rank,
             scores={name: s[track_id] for name, s in per_channel.items() if track_id in s},
+            ranks={name: p[track_id] for name, p in places.items() if track_id in p},
         )
         for rank, (track_id, score) in enumerate(fused, start=1)
     ]
@@ -89,7 +91,7 @@ def demote_unwanted(hits: list[Hit], parsed: ParsedQuery) -> list[Hit]:
         scored.append((hit.score * UNWANTED_FACTOR if unwanted else hit.score, hit))
     scored.sort(key=lambda item: (-item[0], item[1].rank))
     return [
-        Hit(track=hit.track, score=score, rank=rank, scores=hit.scores)
+        Hit(track=hit.track, score=score, rank=rank, scores=hit.scores, ranks=hit.ranks)
         for rank, (score, hit) in enumerate(scored, start=1)
     ]
 
