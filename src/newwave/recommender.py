@@ -272,13 +272,19 @@ class Recommender:
         return self._library.store.vectors(channel, [labels[i] for i in ids], found.dim)
 
     def add(
-        self, tracks: Iterable[Track], *, vectors: Mapping[str, Any] | None = None
+        self,
+        tracks: Iterable[Track],
+        *,
+        vectors: Mapping[str, Any] | None = None,
+        remove: Iterable[str] = (),
     ) -> dict[str, int]:
         """Embed and index ``tracks``; a track whose id is already present is replaced.
 
         Returns how many values were embedded in each channel (0 for unchanged content).
         ``vectors`` gives precomputed vectors for some channels, one row per track (computed
         elsewhere with the channel's own encoder, e.g. on a cluster); those are stored as given.
+        ``remove`` names tracks to remove in the same transaction (an unknown id, or one of
+        ``tracks``, is an error), e.g. those whose files vanished from a scanned folder.
 
         Everything is embedded before anything is written, and then written in one transaction:
         an error (a missing audio file, an unreachable model) leaves the library as it was. A
@@ -286,7 +292,13 @@ class Recommender:
         modification time, with the same model) is not embedded again.
         """
         batch = _check_tracks(tracks)
+        gone = _check_removed(remove, batch)
+        unknown = set(gone).difference(self._library.store.labels(gone))
+        if unknown:  # before anything is embedded; checked again in the transaction
+            raise UnknownTrackError(f"no track with id {min(unknown)!r} to remove")
         if not batch:
+            if gone:
+                self.remove(gone)
             return dict.fromkeys(self.fields, 0)
         if not self._channels:
             self._set_fields(default_fields(batch))
@@ -310,6 +322,7 @@ class Recommender:
                 done = embedded[channel.name]
                 done.update(self._embed_changed(channel, batch, values[channel.name], given, done))
             with store.transaction() as seq:
+                removed = self._delete(gone)
                 labels = store.put_tracks(batch)
                 written: dict[str, Changes] = {}
                 for channel in channels:
@@ -332,6 +345,10 @@ class Recommender:
                         [],
                     )
                 store.set_meta("config", self.config.model_dump_json())
+            if removed:
+                written = {
+                    name: _with_removed(written.get(name), removed) for name in self._channels
+                }
             self._apply(written, seq)
             self._library.after_write()
         return {name: len(found) for name, found in embedded.items()}
@@ -454,21 +471,26 @@ class Recommender:
         id_list = [ids] if isinstance(ids, str) else list(ids)
         store = self._library.store
         with self._library.locked():
-            labels = store.labels(id_list)
-            missing = [i for i in id_list if i not in labels]
-            if missing:
-                more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
-                raise UnknownTrackError(f"no track with id {missing[0]!r}{more}")
-            removed = {labels[i]: i for i in dict.fromkeys(id_list)}
-            gone = np.array(list(removed), dtype=np.int64)
             with store.transaction() as seq:
-                for channel in self._channels.values():
-                    store.delete_entries(channel.name, removed)
-                store.delete_tracks(list(removed))
-            nothing = np.zeros(0, dtype=np.int64)
-            changes = Changes(nothing, [], None, None, gone, list(removed.values()))
+                removed = self._delete(id_list)
+            changes = _with_removed(None, removed)
             self._apply(dict.fromkeys(self._channels, changes), seq)
             self._library.after_write()
+
+    def _delete(self, ids: Sequence[str]) -> dict[int, str]:
+        """Delete the tracks ``ids`` in the open transaction; their labels (label -> id)."""
+        store = self._library.store
+        labels = store.labels(ids)
+        missing = [i for i in ids if i not in labels]
+        if missing:
+            more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+            raise UnknownTrackError(f"no track with id {missing[0]!r}{more}")
+        removed = {labels[i]: i for i in dict.fromkeys(ids)}
+        if removed:
+            for channel in self._channels.values():
+                store.delete_entries(channel.name, removed)
+            store.delete_tracks(list(removed))
+        return removed
 
     # -- search -----------------------------------------------------------------------------------
 
@@ -914,6 +936,34 @@ def _check_tracks(tracks: Iterable[Track]) -> list[Track]:
             raise InvalidInputError(f"track id {track.id!r} appears twice in one add()")
         seen.add(track.id)
     return batch
+
+
+def _check_removed(ids: Iterable[str], batch: Sequence[Track]) -> list[str]:
+    """The ids of ``add(remove=...)``: strings, none of them also added."""
+    gone = [ids] if isinstance(ids, str) else list(dict.fromkeys(ids))
+    for track_id in gone:
+        if not isinstance(track_id, str):
+            raise InvalidInputError(f"remove takes track ids, got {type(track_id).__name__}")
+    both = {t.id for t in batch}.intersection(gone)
+    if both:
+        raise InvalidInputError(f"track {min(both)!r} is both added and removed")
+    return gone
+
+
+def _with_removed(changes: Changes | None, removed: Mapping[int, str]) -> Changes:
+    """``changes`` (or none) plus the removal of ``removed`` (label -> id)."""
+    gone = np.array(list(removed), dtype=np.int64)
+    if changes is None:
+        nothing = np.zeros(0, dtype=np.int64)
+        return Changes(nothing, [], None, None, gone, list(removed.values()))
+    return Changes(
+        changes.labels,
+        changes.ids,
+        changes.vectors,
+        changes.texts,
+        np.concatenate([changes.removed_labels, gone]),
+        [*changes.removed_ids, *removed.values()],
+    )
 
 
 def _function_not_given(track: Track) -> str | None:
