@@ -286,11 +286,18 @@ def test_csv_and_m3u_formats(
     assert "--json and --format csv disagree" in err
 
 
-def test_m3u_of_hits_without_audio_is_an_error(
-    library: Path, capsys: pytest.CaptureFixture[str]
+def test_m3u_leaves_out_hits_without_audio_with_a_warning(
+    tmp_path: Path, library: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     err = fail(capsys, "search", str(library), "piano", "--format", "m3u")
     assert "none of the hits has one" in err
+    song = write_wav(tmp_path / "song.wav")
+    rows = [{**ROWS[0], "audio": str(song)}, ROWS[1]]
+    run(capsys, "index", str(catalogue(tmp_path / "t.jsonl", rows)), str(library))
+    assert main(["search", str(library), "sad piano club", "-k", "2", "--format", "m3u"]) == 0
+    out, err = capsys.readouterr()
+    assert out.splitlines() == ["#EXTM3U", "#EXTINF:-1,Mara Lind", str(song)]
+    assert err == "newwave: warning: 1 of 2 hits have no audio file and are not in the playlist\n"
 
 
 # -- --ignore-case ------------------------------------------------------------------------------
