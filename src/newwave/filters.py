@@ -11,7 +11,9 @@ A filter maps keys to conditions; a track matches when every condition holds.
 - **Ignoring case**: ``~=``, ``!~=``, ``~in`` and ``not ~in`` are ``==``, ``!=``, ``in`` and
   ``not in`` with strings compared by their Unicode case folding (``str.casefold``: "MARA
   LIND" ~= "mara lind", "STRASSE" ~= "straße"); :func:`ignore_case` turns a filter's equality
-  and membership conditions into these (``newwave search --ignore-case``).
+  and membership conditions into these (``newwave search --ignore-case``). No index serves
+  them: SQLite folds every string the key has, so they cost time in proportion to the tracks
+  (benchmarks/test_filters.py), where exact equality is an index lookup.
 - **Tags** (and any list-valued metadata) match a condition when one of their items does:
   ``"tags": "jazz"`` keeps tracks tagged jazz.
 - **Missing values**: a track without the key (or with ``None``) matches no condition.
