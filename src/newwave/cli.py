@@ -2,6 +2,7 @@
 
   newwave index tracks.csv my-library --column id=ytid --column description=caption
   newwave search my-library "mellow acoustic guitar with soft female vocals"
+  newwave search my-library --audio snippet.wav
   newwave similar my-library TRACK_ID
   newwave info my-library
   newwave demo
@@ -170,7 +171,17 @@ def _check_same_setup(
 
 
 def _search(args: argparse.Namespace) -> int:
+    if (args.query is None) == (args.audio is None):
+        raise InvalidInputError("give either a QUERY in words or --audio FILE, not both")
     where = _where(args.where)
+    if args.audio is not None:
+        personal = [o for o in ("user", "like", "dislike") if getattr(args, o)]
+        if personal or args.diversity:
+            raise InvalidInputError(
+                "--audio searches by sound alone: --user, --like, --dislike and --diversity "
+                "apply to a QUERY in words"
+            )
+        return _search_audio(args, args.audio, where, {"audio": args.audio})
     rec = _open_library(args.library)
     hits = rec.search(
         args.query,
@@ -188,9 +199,24 @@ def _search(args: argparse.Namespace) -> int:
     return 0
 
 
+def _search_audio(
+    args: argparse.Namespace, audio: str, where: dict[str, Any] | None, echo: dict[str, Any]
+) -> int:
+    """Print the tracks of the library that sound most like the file ``audio``."""
+    rec = _open_library(args.library)
+    hits = rec.search_audio(audio, k=args.k, where=where)
+    if args.json:
+        _print_json({**echo, "where": where, "hits": _hits_json(hits)})
+    else:
+        _print_hits(hits, [n for n, c in rec.config.fields.items() if c.modality == "audio"])
+    return 0
+
+
 def _similar(args: argparse.Namespace) -> int:
     where = _where(args.where)
     rec = _open_library(args.library)
+    if args.track_id not in rec and Path(args.track_id).is_file():  # more like this file
+        return _search_audio(args, args.track_id, where, {"file": args.track_id})
     hits = rec.similar(args.track_id, k=args.k, where=where)
     if args.json:
         _print_json({"track_id": args.track_id, "where": where, "hits": _hits_json(hits)})
@@ -601,13 +627,22 @@ def build_parser() -> argparse.ArgumentParser:
         "search",
         "search a library with a natural-language query",
         "Print the tracks of LIBRARY that best match QUERY: rank, id, title - artist, the fused\n"
-        "score and each field's cosine similarity ('-': the field did not return the track).\n\n"
-        "example:\n"
+        "score and each field's cosine similarity ('-': the field did not return the track).\n"
+        "With --audio FILE instead of QUERY, the tracks that sound most like FILE (a clip or\n"
+        "a snippet), compared by the library's audio fields.\n\n"
+        "examples:\n"
         '  newwave search my-library "calm ambient electronic music" -k 5 \\\n'
-        '      --where \'{"tags": "ambient"}\'',
+        '      --where \'{"tags": "ambient"}\'\n'
+        "  newwave search my-library --audio snippet.wav -k 5",
     )
     search.add_argument("library", metavar="LIBRARY", help="a library made by newwave index")
-    search.add_argument("query", metavar="QUERY", help="what to look for, in words")
+    search.add_argument("query", metavar="QUERY", nargs="?", help="what to look for, in words")
+    search.add_argument(
+        "--audio",
+        metavar="FILE",
+        help="search by example: the tracks that sound most like this audio file (needs an "
+        "audio field)",
+    )
     _result_options(search)
     _personal_search_options(search)
     search.set_defaults(run=_search)
@@ -615,10 +650,14 @@ def build_parser() -> argparse.ArgumentParser:
     similar = command(
         "similar",
         "find the tracks most like one track of a library",
-        "Print the tracks of LIBRARY most like TRACK_ID, found with that track's own vectors.",
+        "Print the tracks of LIBRARY most like TRACK_ID, found with that track's own vectors.\n"
+        "An audio file that is not a track of LIBRARY is compared by the library's audio\n"
+        "fields instead (as search --audio FILE).",
     )
     similar.add_argument("library", metavar="LIBRARY", help="a library made by newwave index")
-    similar.add_argument("track_id", metavar="TRACK_ID", help="the id of a track in LIBRARY")
+    similar.add_argument(
+        "track_id", metavar="TRACK_ID", help="the id of a track in LIBRARY, or an audio file"
+    )
     _result_options(similar)
     similar.set_defaults(run=_similar)
 

@@ -24,6 +24,7 @@ from newwave.errors import (
     IndexCorruptError,
     InvalidInputError,
     MissingFileError,
+    NoAudioFieldError,
     TruncatedTextWarning,
     UnknownTrackError,
 )
@@ -52,7 +53,7 @@ from newwave.search.personal import Feedback
 from newwave.search.searcher import check_k_and_depth, demote_unwanted, fused_hits, joint_hits
 from newwave.store.database import Changes
 from newwave.store.library import Library
-from newwave.types import FloatMatrix, Hits, Ranking, Track
+from newwave.types import AudioInput, FloatMatrix, Hits, Ranking, Track
 
 __all__ = ["Recommender"]
 
@@ -598,6 +599,53 @@ class Recommender:
             ranking = channel.similar(store, label, track_id, depth, among)
             if ranking is not None:
                 rankings[name] = ranking
+        return Hits(fused_hits(store, self._fuser, rankings, k))
+
+    def search_audio(
+        self,
+        audio: AudioInput,
+        k: int = 10,
+        *,
+        where: Mapping[str, Any] | None = None,
+        depth: int | None = None,
+    ) -> Hits:
+        """The ``k`` tracks that sound most like ``audio`` (query by example), best first.
+
+        ``audio`` is a file path, a ``(samples, sample_rate)`` pair or a
+        :class:`~newwave.types.Waveform`, e.g. a snippet a listener recorded, or a file that is
+        not in the library ("more like this file"). The clip is embedded once by the encoder of
+        each channel of an audio field, each of those channels returns its ``depth`` best
+        tracks, and the fuser combines them as in :meth:`search`; text and lexical channels
+        take no part. ``where`` filters as in :meth:`search`.
+
+        A recommender without an audio field raises :class:`~newwave.errors.NoAudioFieldError`;
+        a missing file :class:`~newwave.errors.MissingFileError`, one that is not audio
+        :class:`~newwave.errors.AudioDecodeError`.
+        """
+        from newwave.search.searcher import audio_query
+
+        depth = check_k_and_depth(k, depth)
+        query = audio_query(audio)
+        if isinstance(self._channels.get(JOINT), JointChannel):
+            raise InvalidInputError(
+                f"the {self._fuser.name!r} fuser searches one joint index of text queries; "
+                "search by audio needs per-channel rankings (a score fuser)"
+            )
+        channels = {n: c for n, c in self._channels.items() if c.takes(query)}
+        if not channels:
+            fields = ", ".join(f"{n} ({c.modality})" for n, c in self._channels.items())
+            raise NoAudioFieldError(
+                f"this recommender has no audio field to compare a clip with (fields: "
+                f"{fields or 'none yet'}); index one, e.g. fields={{'audio': 'musicnn'}}"
+            )
+        self._library.refresh()
+        among = self._matching(where)
+        store = self._library.store
+        rankings = {
+            name: channel.search(store, query, depth, among)
+            for name, channel in channels.items()
+            if channel.count
+        }
         return Hits(fused_hits(store, self._fuser, rankings, k))
 
     # -- feedback and personal search -------------------------------------------------------------
