@@ -51,6 +51,7 @@ from newwave.search.channels import (
 from newwave.search.defaults import LEXICAL_WEIGHT, FieldSpec, default_fields
 from newwave.search.personal import Feedback
 from newwave.search.searcher import check_k_and_depth, demote_unwanted, fused_hits, joint_hits
+from newwave.search.windows import WindowChannel
 from newwave.store.database import Changes
 from newwave.store.library import Library
 from newwave.types import AudioInput, FloatMatrix, Hits, Ranking, Track
@@ -150,6 +151,10 @@ class Recommender:
                     raise InvalidInputError(f"field {field_name!r} names {encoder.name!r} twice")
                 if isinstance(encoder, LexicalIndex):
                     channels[name] = LexicalChannel(name, field_name, source, modality, encoder)
+                elif spec.windows:
+                    channels[name] = WindowChannel(
+                        name, field_name, source, modality, encoder, self._retriever, dims.get(name)
+                    )
                 else:
                     channels[name] = DenseChannel(
                         name, field_name, source, modality, encoder, self._retriever, dims.get(name)
@@ -224,6 +229,7 @@ class Recommender:
                 modality=channel.modality,
                 model_id=component.model_id,
                 dim=dim,
+                windows=isinstance(channel, WindowChannel),
             )
         # An embedding fuser's weights are saved with the recommender, not referred to by path.
         fuser_options = {} if isinstance(self._fuser, EmbeddingFuser) else self._fuser.get_config()
@@ -351,6 +357,11 @@ class Recommender:
                     f"vectors= names {name!r}, which is not an embedded channel; channels: "
                     f"{', '.join(dense)}"
                 )
+            if isinstance(channel, WindowChannel):
+                raise InvalidInputError(
+                    f"vectors= names {name!r}, a windowed channel: its window vectors are "
+                    "computed by its encoder, not given"
+                )
             checked[name] = as_matrix(matrix, dim=channel.dim, what=f"vectors[{name!r}]")
             if checked[name].shape[0] != rows:
                 raise InvalidInputError(
@@ -419,12 +430,15 @@ class Recommender:
         emptied = {label: i for label, i in emptied.items() if store.hashes(channel.name, [label])}
         if emptied:  # a replaced track lost this field
             store.delete_entries(channel.name, emptied)
-        vectors = texts = None
+        vectors = texts = windows = None
         if ids:
             payloads = [found[i][1] for i in ids]
             if isinstance(channel, LexicalChannel):
                 texts = [str(p) for p in payloads]
                 channel.put(store, rows, [found[i][0] for i in ids], texts)
+            elif isinstance(channel, WindowChannel):  # many vectors per track
+                windows = payloads
+                channel.put(store, rows, [found[i][0] for i in ids], windows)
             else:
                 vectors = np.stack(payloads).astype(np.float32)
                 channel.put(store, rows, [found[i][0] for i in ids], vectors)
@@ -435,6 +449,7 @@ class Recommender:
             texts,
             np.array(list(emptied), dtype=np.int64),
             list(emptied.values()),
+            windows=windows,
         )
 
     def _apply(self, written: Mapping[str, Changes], seq: int) -> None:
@@ -858,6 +873,7 @@ class Recommender:
         sources = dict(sources or {})
         specs: dict[str, list[FieldEncoder]] = {}
         field_sources: dict[str, tuple[str, Any]] = {}
+        windowed: dict[str, bool] = {}
         for name, saved in config.fields.items():
             encoder = load_field_encoder(saved.encoder.name, **saved.encoder.options)
             if saved.model_id is not None and encoder.model_id != saved.model_id:
@@ -868,6 +884,7 @@ class Recommender:
             field_name = saved.field or name
             specs.setdefault(field_name, []).append(encoder)
             field_sources[field_name] = (saved.source or field_name, saved.modality)
+            windowed[field_name] = saved.windows
         functions = {f for f, (s, _) in field_sources.items() if s == FUNCTION_SOURCE}
         unknown = set(sources) - functions
         if unknown:
@@ -881,7 +898,9 @@ class Recommender:
             source: Source = saved_source
             if saved_source == FUNCTION_SOURCE:
                 source = sources.get(field_name, _function_not_given)
-            fields[field_name] = Field(encoders=encoders, source=source, modality=modality)
+            fields[field_name] = Field(
+                encoders=encoders, source=source, modality=modality, windows=windowed[field_name]
+            )
         if fuser_files is not None:  # an embedding fuser's weights
             fuser = load_fuser(config.fuser.name, fuser_files)
         else:
