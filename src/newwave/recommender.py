@@ -562,7 +562,7 @@ class Recommender:
             rankings = {
                 name: channel.search(store, embedded, depth, among)
                 for name, channel in self._channels.items()
-                if channel.count
+                if channel.count and channel.takes(embedded)
             }
             hits = fused_hits(store, self._fuser, rankings, kept)
         if parsed is not None and parsed.unwanted:

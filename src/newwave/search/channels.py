@@ -313,6 +313,11 @@ class DenseChannel(_VectorChannel):
             return self.encoder.encode_audio(values)
         return self.encoder.encode_text(values, role="document")
 
+    def takes(self, query: Query) -> bool:
+        """As :meth:`Channel.takes`, if the encoder embeds the query's modality (an audio-only
+        encoder such as ``musicnn`` takes no text query)."""
+        return super().takes(query) and query.modality in self.encoder.modalities
+
     def search(
         self, store: LibraryStore, query: Query, depth: int, among: Labels | None
     ) -> Ranking:
