@@ -25,6 +25,7 @@ from newwave.errors import (
     UnsupportedModalityError,
 )
 
+from .conftest import KeywordEncoder
 from .encoders.test_clap import _music, build_tiny_clap
 
 SR = 48000
@@ -265,3 +266,40 @@ def test_cli_errors(
     err = capsys.readouterr().err
     assert err.startswith("newwave: error: ")
     assert message in err
+
+
+class AudioOnly(KeywordEncoder):
+    """``keyword`` for audio only, as musicnn is."""
+
+    name = "audio-only"
+    modalities = frozenset({"audio"})
+
+
+def test_a_text_search_skips_the_fields_whose_encoder_embeds_no_text(
+    songs: dict[str, Path],
+) -> None:
+    rec = Recommender({"description": "bm25", "audio": AudioOnly()})
+    rec.add(_tracks(songs))
+    hits = rec.search("song number s2", k=2)
+    assert hits[0].track.id == "s2"
+    assert {n for h in hits for n in h.scores} == {"description"}
+    assert rec.search_audio(str(songs["s2"]), k=1)[0].track.id == "s2"
+
+
+@pytest.mark.skipif(packaged_checkpoint() is None, reason="the musicnn weights are not installed")
+def test_the_audio_demo_answers_through_musicnn_tags_and_sound(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["demo", "--audio", "-k", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "Tagged and indexed 30 clips" in out
+    answers = {
+        block.splitlines()[0]: [line.split()[1] for line in block.splitlines()[1::2]]
+        for block in out.split("\n> ")[1:]
+    }
+    assert set(answers["fast drums"]) <= {"drums-fast-1", "drums-fast-2", "drums-fast-3"}
+    assert all(i.startswith("flute-") for i in answers["a gentle flute melody"])
+    assert all(i.startswith("violin-") for i in answers["violin strings"])
+    (by_sound,) = [ids for query, ids in answers.items() if "by audio" in query]
+    assert by_sound[0] == "guitar-fast-2"
+    assert "musicnn tags: drums" in out

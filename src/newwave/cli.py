@@ -61,6 +61,11 @@ def demo_tracks() -> list[Track]:
 def _demo(args: argparse.Namespace) -> int:
     from newwave.recommender import Recommender
 
+    if args.audio:
+        from newwave.audio_demo import run_audio_demo
+
+        return run_audio_demo(args.query, k=args.k)
+
     started = time.perf_counter()
     tracks = demo_tracks()
     print(f"Demo catalogue: {len(tracks)} clips of MusicCaps (Google, CC BY-SA 4.0)")
@@ -694,11 +699,19 @@ def build_parser() -> argparse.ArgumentParser:
         "demo",
         "search a small bundled catalogue (300 MusicCaps clips)",
         "Index the bundled demo catalogue (300 clips of MusicCaps, Google, CC BY-SA 4.0) with\n"
-        "all-MiniLM-L6-v2 and answer a few queries, or the ones given.",
+        "all-MiniLM-L6-v2 and answer a few queries, or the ones given. With --audio, tag and\n"
+        "index the 30 bundled synthesised clips with musicnn instead (needs its weights:\n"
+        "pip install --no-deps 'musicnn==0.1.0'), answer the requests through the clips'\n"
+        "musicnn tags, and search by the sound of a snippet.",
     )
     demo.add_argument("query", nargs="*", help="queries to run (default: a few examples)")
     demo.add_argument("-k", type=int, default=3, help="results per query (default 3)")
     demo.add_argument("--fuser", help="how to combine fields (default weighted)")
+    demo.add_argument(
+        "--audio",
+        action="store_true",
+        help="search real audio: the bundled synthesised clips, tagged and embedded by musicnn",
+    )
     demo.set_defaults(run=_demo)
 
     plugins = command(

@@ -406,5 +406,9 @@ def test_window_vectors_are_the_vectors_of_three_patch_stretches() -> None:
     # a clip shorter than three patches is one window: its encode_audio vector
     (short,) = encoder.encode_audio_windows([(parts[0], 16000)])
     assert short == pytest.approx(encoder.encode_audio([(parts[0], 16000)]), abs=1e-5)
+    # tags and vectors from one pass: those of tag_probabilities and encode_audio
+    probabilities, vectors = encoder.tag_probabilities_and_vectors([(parts[1], 16000)])
+    assert probabilities == pytest.approx(encoder.tag_probabilities([(parts[1], 16000)]))
+    assert vectors == pytest.approx(encoder.encode_audio([(parts[1], 16000)]), abs=1e-6)
     with pytest.raises(InvalidInputError, match="window_patches"):
         MusicnnEncoder(window_patches=0)

@@ -294,6 +294,27 @@ class MusicnnEncoder(Encoder):
         """Each track's tag probabilities, ``(len(audio), 50)`` in the order of :attr:`labels`:
         the mean over its 3-second patches of the model's sigmoid outputs. A skipped input
         (``on_error="skip"``) gets a row of NaN."""
+        return self._both(audio, batch_size, on_error)[0]
+
+    def tag_probabilities_and_vectors(
+        self,
+        audio: Sequence[AudioInput],
+        *,
+        batch_size: int | None = None,
+        on_error: Literal["raise", "skip"] = "raise",
+    ) -> tuple[FloatMatrix, FloatMatrix]:
+        """:meth:`tag_probabilities` and :meth:`encode_audio` of ``audio`` from one pass of the
+        network: ``(len(audio), 50)`` and ``(len(audio), 200)`` (e.g. to tag tracks and index
+        their audio with ``Recommender.add(tracks, vectors=...)``). A skipped input gets rows
+        of NaN."""
+        from newwave._vectors import l2_normalize
+
+        probabilities, features = self._both(audio, batch_size, on_error)
+        return probabilities, l2_normalize(features)
+
+    def _both(
+        self, audio: Sequence[AudioInput], batch_size: int | None, on_error: str
+    ) -> tuple[FloatMatrix, FloatMatrix]:
         if on_error not in ("raise", "skip"):
             raise InvalidInputError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
         size = self.batch_size if batch_size is None else batch_size
@@ -301,15 +322,16 @@ class MusicnnEncoder(Encoder):
             raise InvalidInputError(f"batch_size must be a positive integer, got {size!r}")
         items = self._check_audio(audio)
         self._load()
-        out = np.full((len(items), len(self.labels)), np.nan, dtype=np.float32)
+        probabilities = np.full((len(items), len(self.labels)), np.nan, dtype=np.float32)
+        features = np.full((len(items), self.dim), np.nan, dtype=np.float32)
         skipped: list[Skipped] | None = [] if on_error == "skip" else None
         for start in range(0, len(items), size):
             indices = range(start, min(start + size, len(items)))
             index, prepared = self._prepare_batch(items, indices, "audio", skipped)
             if index:
-                out[index] = self._forward(prepared)[0]
-        self._warn_skipped("audio", skipped, stacklevel=2)
-        return out
+                probabilities[index], features[index] = self._forward(prepared)
+        self._warn_skipped("audio", skipped, stacklevel=3)
+        return probabilities, features
 
     def tags(
         self,
