@@ -181,6 +181,8 @@ def test_windows_live_in_the_database_and_follow_adds_and_removes(
     assert hit.scores["parts"] == pytest.approx(1.0, abs=1e-5)
     reopened = Recommender.load(root)  # the checkpoint, then the rows written since
     assert _windowed(reopened).windows == _windowed(writer).windows
+    for rec in (writer, reader, reopened):
+        assert _windowed(rec).total == sum(_windowed(writer).windows.values()) == 9
     assert _ids(reopened.search_audio(files["query"], k=3)) == _ids(
         writer.search_audio(files["query"], k=3)
     )

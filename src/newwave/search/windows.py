@@ -73,6 +73,7 @@ class WindowChannel(DenseChannel):
         check_windowed(field, modality, encoder)
         super().__init__(name, field, source, modality, encoder, retriever, dim)
         self.windows: dict[int, int] = {}  # track label -> its number of windows in the index
+        self.total = 0  # windows in the index
 
     # -- indexing ---------------------------------------------------------------------------------
 
@@ -116,7 +117,7 @@ class WindowChannel(DenseChannel):
         if len(old):
             index.remove_labelled(old)
         for label in dropped:
-            self.windows.pop(int(label), None)
+            self.total -= self.windows.pop(int(label), 0)
         if changes.windows is None or not len(changes.labels):
             return
         counts = [len(w) for w in changes.windows]
@@ -127,7 +128,9 @@ class WindowChannel(DenseChannel):
             ]
         )
         index.add_labelled(labels, np.concatenate(changes.windows))
-        self.windows.update(zip(changes.labels.tolist(), counts, strict=True))
+        for label, n in zip(changes.labels.tolist(), counts, strict=True):
+            self.total += n - self.windows.get(label, 0)
+            self.windows[label] = n
 
     def catch_up(self, store: LibraryStore) -> None:
         """Apply what the library changed since :attr:`seq`, window vectors included."""
@@ -140,7 +143,7 @@ class WindowChannel(DenseChannel):
 
     def reset(self) -> None:
         super().reset()
-        self.windows = {}
+        self.windows, self.total = {}, 0
 
     def window_labels(self, labels: Sequence[int] | Labels) -> Labels:
         """The labels of the indexed windows of the tracks ``labels`` (sorted like them)."""
@@ -157,17 +160,17 @@ class WindowChannel(DenseChannel):
         self, store: LibraryStore, vector: FloatMatrix, depth: int, among: Labels | None
     ) -> Ranking:
         """The ``depth`` tracks whose best window is nearest ``vector``, by that window's score."""
-        total = sum(self.windows.values())
-        if self.index is None or not total:
+        if self.index is None or not self.total:
             return Ranking()
-        scope = None if among is None else self.window_labels(among)
-        pool = total if scope is None else len(scope)
+        scope, pool, tracks = None, self.total, len(self.windows)
+        if among is not None:
+            scope = self.window_labels(among)
+            pool, tracks = len(scope), len(among)
         if not pool:
             return Ranking()
-        tracks = len(self.windows) if scope is None else len(among)  # type: ignore[arg-type]
         ask = min(pool, depth * max(1, math.ceil(pool / max(1, tracks))))
         while True:
-            scores, labels = self.index.search_labelled(vector, ask, count=total, among=scope)
+            scores, labels = self.index.search_labelled(vector, ask, count=self.total, among=scope)
             best: dict[int, float] = {}
             for score, label in zip(scores[0].tolist(), labels[0].tolist(), strict=True):
                 if label >= 0:
@@ -211,6 +214,7 @@ class WindowChannel(DenseChannel):
             raise IndexCorruptError(f"{path} does not hold a count of windows per track")
         self.index = index
         self.windows = dict(zip(labels.tolist(), counts.tolist(), strict=True))
+        self.total = int(counts.sum())
 
 
 def pooled(windows: Sequence[FloatMatrix], dim: int) -> FloatMatrix:
