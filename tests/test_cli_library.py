@@ -161,7 +161,11 @@ def test_a_folder_track_is_named_by_its_absolute_or_relative_path(
     monkeypatch.chdir(folder / "b")
     run(capsys, "remove", str(lib), "../a/low.wav")
     assert "a/low.wav" not in Recommender.load(lib)
-    err = fail(capsys, "similar", str(lib), str(first))
+    # no longer a track: the file is searched by sound, as any file outside the library
+    result = json.loads(run(capsys, "similar", str(lib), str(first), "-k", "1", "--json"))
+    assert result["file"] == str(first)
+    assert result["hits"][0]["id"] == "b/low again.wav"
+    err = fail(capsys, "similar", str(lib), str(folder / "a" / "gone.wav"))
     assert "nor one whose audio file it is" in err
 
 

@@ -2,6 +2,7 @@
 
   newwave index tracks.csv my-library --column id=ytid --column description=caption
   newwave search my-library "mellow acoustic guitar with soft female vocals"
+  newwave search my-library --audio snippet.wav
   newwave similar my-library TRACK_ID
   newwave info my-library
   newwave demo
@@ -26,7 +27,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from newwave.errors import InvalidInputError, MissingFileError, NewWaveError
+from newwave.errors import InvalidInputError, MissingFileError, NewWaveError, UnknownTrackError
 
 if TYPE_CHECKING:
     from newwave.recommender import Recommender
@@ -60,6 +61,11 @@ def demo_tracks() -> list[Track]:
 
 def _demo(args: argparse.Namespace) -> int:
     from newwave.recommender import Recommender
+
+    if args.audio:
+        from newwave.audio_demo import run_audio_demo
+
+        return run_audio_demo(args.query, k=args.k)
 
     started = time.perf_counter()
     tracks = demo_tracks()
@@ -195,9 +201,19 @@ def _search(args: argparse.Namespace) -> int:
     from newwave.cli_library import resolve_track_id
     from newwave.tables import parsed_query_dict
 
+    if (args.query is None) == (args.audio is None):
+        raise InvalidInputError("give either a QUERY in words or --audio FILE, not both")
+    personal = [o for o in ("user", "like", "dislike", "diversity") if getattr(args, o)]
+    if args.audio is not None and personal:
+        raise InvalidInputError(
+            "--audio searches by sound alone: --user, --like, --dislike and --diversity "
+            "apply to a QUERY in words"
+        )
     output = _output_format(args)
     where = _where(args.where, ignore_case=args.ignore_case)
     rec = _open_library(args.library)
+    if args.audio is not None:
+        return _search_audio(rec, args, output, args.audio, where, {"audio": args.audio})
     hits = rec.search(
         args.query,
         k=args.k,
@@ -213,13 +229,35 @@ def _search(args: argparse.Namespace) -> int:
     return 0
 
 
+def _search_audio(
+    rec: Recommender,
+    args: argparse.Namespace,
+    output: str,
+    audio: str,
+    where: dict[str, Any] | None,
+    echo: dict[str, Any],
+) -> int:
+    """Print the tracks of ``rec`` that sound most like the file ``audio``."""
+    hits = rec.search_audio(audio, k=args.k, where=where)
+    data = {**echo, "where": where, "hits": _hits_json(hits)}
+    audio_fields = [n for n, c in rec.config.fields.items() if c.modality == "audio"]
+    _print_results(output, data, hits, audio_fields)
+    return 0
+
+
 def _similar(args: argparse.Namespace) -> int:
     from newwave.cli_library import resolve_track_id
 
     output = _output_format(args)
     where = _where(args.where, ignore_case=args.ignore_case)
     rec = _open_library(args.library)
-    track_id = resolve_track_id(rec, args.track_id)
+    try:
+        track_id = resolve_track_id(rec, args.track_id)
+    except UnknownTrackError:
+        if not Path(args.track_id).is_file():
+            raise
+        # more like this file: an audio file that is not a track of the library
+        return _search_audio(rec, args, output, args.track_id, where, {"file": args.track_id})
     hits = rec.similar(track_id, k=args.k, where=where)
     data = {"track_id": track_id, "where": where, "hits": _hits_json(hits)}
     _print_results(output, data, hits, list(rec.fields))
@@ -690,13 +728,22 @@ def build_parser() -> argparse.ArgumentParser:
         "search a library with a natural-language query",
         "Print what the query rewriter understood, then the tracks of LIBRARY that best match\n"
         "QUERY: rank, id, title - artist, the fused score and, per field, its score and the\n"
-        "track's rank in it ('0.695 #3'; '-': the field did not return the track).\n\n"
-        "example:\n"
+        "track's rank in it ('0.695 #3'; '-': the field did not return the track).\n"
+        "With --audio FILE instead of QUERY, the tracks that sound most like FILE (a clip or\n"
+        "a snippet), compared by the library's audio fields.\n\n"
+        "examples:\n"
         '  newwave search my-library "calm ambient electronic music" -k 5 \\\n'
-        '      --where \'{"tags": "ambient"}\'',
+        '      --where \'{"tags": "ambient"}\'\n'
+        "  newwave search my-library --audio snippet.wav -k 5",
     )
     search.add_argument("library", metavar="LIBRARY", help="a library made by newwave index")
-    search.add_argument("query", metavar="QUERY", help="what to look for, in words")
+    search.add_argument("query", metavar="QUERY", nargs="?", help="what to look for, in words")
+    search.add_argument(
+        "--audio",
+        metavar="FILE",
+        help="search by example: the tracks that sound most like this audio file (needs an "
+        "audio field)",
+    )
     _result_options(search)
     _output_options(search)
     _personal_search_options(search)
@@ -705,11 +752,15 @@ def build_parser() -> argparse.ArgumentParser:
     similar = command(
         "similar",
         "find the tracks most like one track of a library",
-        "Print the tracks of LIBRARY most like TRACK_ID, found with that track's own vectors.",
+        "Print the tracks of LIBRARY most like TRACK_ID, found with that track's own vectors.\n"
+        "An audio file that is not a track of LIBRARY is compared by the library's audio\n"
+        "fields instead (as search --audio FILE).",
     )
     similar.add_argument("library", metavar="LIBRARY", help="a library made by newwave index")
     similar.add_argument(
-        "track_id", metavar="TRACK_ID", help="the id of a track in LIBRARY, or its audio file"
+        "track_id",
+        metavar="TRACK_ID",
+        help="the id of a track in LIBRARY, its audio file, or an audio file outside it",
     )
     _result_options(similar)
     _output_options(similar)
@@ -750,11 +801,19 @@ def build_parser() -> argparse.ArgumentParser:
         "demo",
         "search a small bundled catalogue (300 MusicCaps clips)",
         "Index the bundled demo catalogue (300 clips of MusicCaps, Google, CC BY-SA 4.0) with\n"
-        "all-MiniLM-L6-v2 and answer a few queries, or the ones given.",
+        "all-MiniLM-L6-v2 and answer a few queries, or the ones given. With --audio, tag and\n"
+        "index the 30 bundled synthesised clips with musicnn instead (needs its weights:\n"
+        "pip install --no-deps 'musicnn==0.1.0'), answer the requests through the clips'\n"
+        "musicnn tags, and search by the sound of a snippet.",
     )
     demo.add_argument("query", nargs="*", help="queries to run (default: a few examples)")
     demo.add_argument("-k", type=int, default=3, help="results per query (default 3)")
     demo.add_argument("--fuser", help="how to combine fields (default weighted)")
+    demo.add_argument(
+        "--audio",
+        action="store_true",
+        help="search real audio: the bundled synthesised clips, tagged and embedded by musicnn",
+    )
     demo.set_defaults(run=_demo)
 
     plugins = command(

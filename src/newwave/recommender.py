@@ -24,6 +24,7 @@ from newwave.errors import (
     IndexCorruptError,
     InvalidInputError,
     MissingFileError,
+    NoAudioFieldError,
     TruncatedTextWarning,
     UnknownTrackError,
 )
@@ -50,9 +51,10 @@ from newwave.search.channels import (
 from newwave.search.defaults import LEXICAL_WEIGHT, FieldSpec, default_fields
 from newwave.search.personal import Feedback
 from newwave.search.searcher import check_k_and_depth, demote_unwanted, fused_hits, joint_hits
+from newwave.search.windows import WindowChannel
 from newwave.store.database import Changes
 from newwave.store.library import Library
-from newwave.types import FloatMatrix, Hits, Ranking, Track
+from newwave.types import AudioInput, FloatMatrix, Hits, Ranking, Track
 
 __all__ = ["Recommender"]
 
@@ -149,6 +151,10 @@ class Recommender:
                     raise InvalidInputError(f"field {field_name!r} names {encoder.name!r} twice")
                 if isinstance(encoder, LexicalIndex):
                     channels[name] = LexicalChannel(name, field_name, source, modality, encoder)
+                elif spec.windows:
+                    channels[name] = WindowChannel(
+                        name, field_name, source, modality, encoder, self._retriever, dims.get(name)
+                    )
                 else:
                     channels[name] = DenseChannel(
                         name, field_name, source, modality, encoder, self._retriever, dims.get(name)
@@ -223,6 +229,7 @@ class Recommender:
                 modality=channel.modality,
                 model_id=component.model_id,
                 dim=dim,
+                windows=isinstance(channel, WindowChannel),
             )
         # An embedding fuser's weights are saved with the recommender, not referred to by path.
         fuser_options = {} if isinstance(self._fuser, EmbeddingFuser) else self._fuser.get_config()
@@ -367,6 +374,11 @@ class Recommender:
                     f"vectors= names {name!r}, which is not an embedded channel; channels: "
                     f"{', '.join(dense)}"
                 )
+            if isinstance(channel, WindowChannel):
+                raise InvalidInputError(
+                    f"vectors= names {name!r}, a windowed channel: its window vectors are "
+                    "computed by its encoder, not given"
+                )
             checked[name] = as_matrix(matrix, dim=channel.dim, what=f"vectors[{name!r}]")
             if checked[name].shape[0] != rows:
                 raise InvalidInputError(
@@ -435,12 +447,15 @@ class Recommender:
         emptied = {label: i for label, i in emptied.items() if store.hashes(channel.name, [label])}
         if emptied:  # a replaced track lost this field
             store.delete_entries(channel.name, emptied)
-        vectors = texts = None
+        vectors = texts = windows = None
         if ids:
             payloads = [found[i][1] for i in ids]
             if isinstance(channel, LexicalChannel):
                 texts = [str(p) for p in payloads]
                 channel.put(store, rows, [found[i][0] for i in ids], texts)
+            elif isinstance(channel, WindowChannel):  # many vectors per track
+                windows = payloads
+                channel.put(store, rows, [found[i][0] for i in ids], windows)
             else:
                 vectors = np.stack(payloads).astype(np.float32)
                 channel.put(store, rows, [found[i][0] for i in ids], vectors)
@@ -451,6 +466,7 @@ class Recommender:
             texts,
             np.array(list(emptied), dtype=np.int64),
             list(emptied.values()),
+            windows=windows,
         )
 
     def _apply(self, written: Mapping[str, Changes], seq: int) -> None:
@@ -568,7 +584,7 @@ class Recommender:
             rankings = {
                 name: channel.search(store, embedded, depth, among)
                 for name, channel in self._channels.items()
-                if channel.count
+                if channel.count and channel.takes(embedded)
             }
             hits = fused_hits(store, self._fuser, rankings, kept)
         if parsed is not None and parsed.unwanted:
@@ -620,6 +636,53 @@ class Recommender:
             ranking = channel.similar(store, label, track_id, depth, among)
             if ranking is not None:
                 rankings[name] = ranking
+        return Hits(fused_hits(store, self._fuser, rankings, k))
+
+    def search_audio(
+        self,
+        audio: AudioInput,
+        k: int = 10,
+        *,
+        where: Mapping[str, Any] | None = None,
+        depth: int | None = None,
+    ) -> Hits:
+        """The ``k`` tracks that sound most like ``audio`` (query by example), best first.
+
+        ``audio`` is a file path, a ``(samples, sample_rate)`` pair or a
+        :class:`~newwave.types.Waveform`, e.g. a snippet a listener recorded, or a file that is
+        not in the library ("more like this file"). The clip is embedded once by the encoder of
+        each channel of an audio field, each of those channels returns its ``depth`` best
+        tracks, and the fuser combines them as in :meth:`search`; text and lexical channels
+        take no part. ``where`` filters as in :meth:`search`.
+
+        A recommender without an audio field raises :class:`~newwave.errors.NoAudioFieldError`;
+        a missing file :class:`~newwave.errors.MissingFileError`, one that is not audio
+        :class:`~newwave.errors.AudioDecodeError`.
+        """
+        from newwave.search.searcher import audio_query
+
+        depth = check_k_and_depth(k, depth)
+        query = audio_query(audio)
+        if isinstance(self._channels.get(JOINT), JointChannel):
+            raise InvalidInputError(
+                f"the {self._fuser.name!r} fuser searches one joint index of text queries; "
+                "search by audio needs per-channel rankings (a score fuser)"
+            )
+        channels = {n: c for n, c in self._channels.items() if c.takes(query)}
+        if not channels:
+            fields = ", ".join(f"{n} ({c.modality})" for n, c in self._channels.items())
+            raise NoAudioFieldError(
+                f"this recommender has no audio field to compare a clip with (fields: "
+                f"{fields or 'none yet'}); index one, e.g. fields={{'audio': 'musicnn'}}"
+            )
+        self._library.refresh()
+        among = self._matching(where)
+        store = self._library.store
+        rankings = {
+            name: channel.search(store, query, depth, among)
+            for name, channel in channels.items()
+            if channel.count
+        }
         return Hits(fused_hits(store, self._fuser, rankings, k))
 
     # -- feedback and personal search -------------------------------------------------------------
@@ -832,6 +895,7 @@ class Recommender:
         sources = dict(sources or {})
         specs: dict[str, list[FieldEncoder]] = {}
         field_sources: dict[str, tuple[str, Any]] = {}
+        windowed: dict[str, bool] = {}
         for name, saved in config.fields.items():
             encoder = load_field_encoder(saved.encoder.name, **saved.encoder.options)
             if saved.model_id is not None and encoder.model_id != saved.model_id:
@@ -842,6 +906,7 @@ class Recommender:
             field_name = saved.field or name
             specs.setdefault(field_name, []).append(encoder)
             field_sources[field_name] = (saved.source or field_name, saved.modality)
+            windowed[field_name] = saved.windows
         functions = {f for f, (s, _) in field_sources.items() if s == FUNCTION_SOURCE}
         unknown = set(sources) - functions
         if unknown:
@@ -855,7 +920,9 @@ class Recommender:
             source: Source = saved_source
             if saved_source == FUNCTION_SOURCE:
                 source = sources.get(field_name, _function_not_given)
-            fields[field_name] = Field(encoders=encoders, source=source, modality=modality)
+            fields[field_name] = Field(
+                encoders=encoders, source=source, modality=modality, windows=windowed[field_name]
+            )
         if fuser_files is not None:  # an embedding fuser's weights
             fuser = load_fuser(config.fuser.name, fuser_files)
         else:

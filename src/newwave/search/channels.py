@@ -30,7 +30,7 @@ from newwave.fusion.base import EmbeddingFuser
 from newwave.index.base import Retriever
 from newwave.lexical.base import LexicalIndex
 from newwave.store.database import Changes, Labels, LibraryStore
-from newwave.types import FloatMatrix, Modality, Ranking, Track
+from newwave.types import AudioInput, FloatMatrix, Modality, Ranking, Track
 
 __all__ = ["Channel", "DenseChannel", "JointChannel", "LexicalChannel", "Query"]
 
@@ -39,17 +39,31 @@ JOINT = "@joint"
 
 
 class Query:
-    """A query's text, embedded at most once per encoder whatever number of channels use it."""
+    """A query, embedded at most once per encoder whatever number of channels use it.
 
-    def __init__(self, text: str):
+    A text query has ``text``; a query by example has ``audio`` instead (a file path, a
+    :class:`~newwave.types.Waveform` or ``(samples, rate)``), which the channels of audio fields
+    embed with their encoder's :meth:`~newwave.Encoder.encode_audio`.
+    """
+
+    def __init__(self, text: str = "", *, audio: AudioInput | None = None):
         self.text = text
+        self.audio = audio
         self._vectors: dict[int, FloatMatrix] = {}
+
+    @property
+    def modality(self) -> Modality:
+        """``"audio"`` for a query by example, else ``"text"``."""
+        return "text" if self.audio is None else "audio"
 
     def vector(self, encoder: Encoder) -> FloatMatrix:
         """The query embedded by ``encoder``, (1, dim)."""
         key = id(encoder)
         if key not in self._vectors:
-            self._vectors[key] = encoder.encode_queries([self.text])
+            if self.audio is None:
+                self._vectors[key] = encoder.encode_queries([self.text])
+            else:
+                self._vectors[key] = encoder.encode_audio([self.audio])
         return self._vectors[key]
 
 
@@ -144,6 +158,11 @@ class Channel(ABC):
         """Empty the in-memory index (it is then rebuilt from the store)."""
 
     # -- searching --------------------------------------------------------------------------------
+
+    def takes(self, query: Query) -> bool:
+        """Whether this channel can search ``query``: any text query; a query by audio only in
+        the channels of audio fields, whose encoder embeds audio."""
+        return query.audio is None or self.modality == "audio"
 
     @abstractmethod
     def search(
@@ -293,6 +312,11 @@ class DenseChannel(_VectorChannel):
         if self.modality == "audio":
             return self.encoder.encode_audio(values)
         return self.encoder.encode_text(values, role="document")
+
+    def takes(self, query: Query) -> bool:
+        """As :meth:`Channel.takes`, if the encoder embeds the query's modality (an audio-only
+        encoder such as ``musicnn`` takes no text query)."""
+        return super().takes(query) and query.modality in self.encoder.modalities
 
     def search(
         self, store: LibraryStore, query: Query, depth: int, among: Labels | None

@@ -6,12 +6,12 @@ from collections.abc import Mapping
 
 from newwave.fusion.base import Fuser
 from newwave.query.base import ParsedQuery, track_text
-from newwave.search.channels import JointChannel
+from newwave.search.channels import JointChannel, Query
 from newwave.search.defaults import UNWANTED_FACTOR
 from newwave.store.database import LibraryStore
-from newwave.types import Hit, Ranking
+from newwave.types import AudioInput, Hit, Ranking
 
-__all__ = ["check_k_and_depth", "demote_unwanted", "fused_hits", "joint_hits"]
+__all__ = ["audio_query", "check_k_and_depth", "demote_unwanted", "fused_hits", "joint_hits"]
 
 
 def check_k_and_depth(k: int, depth: int | None) -> int:
@@ -24,6 +24,22 @@ def check_k_and_depth(k: int, depth: int | None) -> int:
     if isinstance(depth, bool) or not isinstance(depth, int) or depth < k:
         raise InvalidInputError(f"depth must be an integer >= k ({k}), got {depth!r}")
     return depth
+
+
+def audio_query(audio: AudioInput) -> Query:
+    """A query by example, its input checked (a file must exist) before anything is embedded."""
+    from pathlib import Path
+
+    from newwave.encoders.base import Encoder
+    from newwave.errors import AudioDecodeError, MissingFileError
+
+    (checked,) = Encoder._check_audio([audio])
+    if isinstance(checked, str):
+        if not Path(checked).exists():
+            raise MissingFileError(f"no such file: {checked}")
+        if not Path(checked).is_file():
+            raise AudioDecodeError(f"{checked}: not a regular file")
+    return Query(audio=checked)
 
 
 def fused_hits(
