@@ -14,6 +14,7 @@ import numpy as np
 
 from newwave.errors import ComponentUnavailableError, IndexCorruptError, InvalidInputError
 from newwave.hookspecs import Register, hookimpl
+from newwave.index._faiss_file import check_index_file
 from newwave.index.base import Labels, Retriever
 from newwave.types import FloatMatrix
 
@@ -334,6 +335,7 @@ class FaissRetriever(Retriever):
         path = directory / _INDEX_FILE
         if not path.is_file():
             raise IndexCorruptError(f"{directory} is incomplete: {_INDEX_FILE} is missing")
+        check_index_file(path)  # before FAISS allocates what the file's counts claim
         try:
             index = faiss.read_index(str(path))
         except RuntimeError as exc:
