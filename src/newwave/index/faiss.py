@@ -12,7 +12,12 @@ from typing import Any
 
 import numpy as np
 
-from newwave.errors import ComponentUnavailableError, IndexCorruptError, InvalidInputError
+from newwave.errors import (
+    ComponentUnavailableError,
+    IndexCorruptError,
+    InvalidInputError,
+    StorageError,
+)
 from newwave.hookspecs import Register, hookimpl
 from newwave.index._faiss_file import check_index_file
 from newwave.index.base import Labels, Retriever
@@ -328,7 +333,11 @@ class FaissRetriever(Retriever):
     # -- persistence -------------------------------------------------------------------------
 
     def _write(self, directory: Path) -> None:
-        _import_faiss().write_index(self._index, str(directory / _INDEX_FILE))
+        path = directory / _INDEX_FILE
+        try:
+            _import_faiss().write_index(self._index, str(path))
+        except RuntimeError as exc:  # FAISS reports a failed write (a full disk) so
+            raise StorageError(f"cannot write {path}: {_first_line(exc)}") from exc
 
     def _read(self, directory: Path) -> int:
         faiss = _import_faiss()
