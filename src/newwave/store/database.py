@@ -27,6 +27,7 @@ Readers never block the writer nor see a half-written state (WAL); one process w
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 import uuid
@@ -145,6 +146,12 @@ class LibraryStore:
                 self._db.execute("PRAGMA journal_mode = WAL")
                 self._db.execute("PRAGMA synchronous = NORMAL")
         except sqlite3.DatabaseError as exc:
+            if path is not None and not all(os.access(p, os.W_OK) for p in (path, path.parent)):
+                raise StorageError(
+                    f"{path.parent} is read-only: newwave writes to a library's folder and "
+                    f"database even to search it (SQLite's write-ahead log); make them writable, "
+                    f"or copy the library ({exc})"
+                ) from exc
             raise self._corrupt(exc) from exc
         self._lock = threading.RLock()
         self._in_transaction = False
