@@ -111,7 +111,7 @@ def test_deeply_nested_where_is_a_specific_error(
     assert capsys.readouterr().out == "no results\n"
 
 
-# Adds to a library through the API and the command line, as a user who may not write it.
+# Adds to libraries through the API and the command line, as a user who may not write them.
 _READ_ONLY_CHILD = """
 import contextlib, io, json, sys
 from newwave.plugins import get_plugin_manager
@@ -120,22 +120,24 @@ from newwave import Recommender, StorageError, Track
 from newwave.cli import main
 
 get_plugin_manager().register(KeywordPlugin(), name="test-keyword")
-library, catalogue, fields = sys.argv[1], sys.argv[2], sys.argv[3:]
-api = {"tracks": None, "error": None, "document_batches": 0}
-try:
-    rec = Recommender.load(library)
-    api["tracks"] = len(rec)
+catalogue, fields, results = sys.argv[1], sys.argv[2:4], []
+for library in sys.argv[4:]:
+    api = {"tracks": None, "error": None, "document_batches": 0}
     try:
-        rec.add([Track(id="new", description="a new song")])
-    finally:
-        calls = [call for c in rec._channels.values() for call in c.encoder.calls]
-        api["document_batches"] = sum(1 for call in calls if call[1] == "document")
-except StorageError as exc:
-    api["error"] = str(exc)
-err = io.StringIO()
-with contextlib.redirect_stderr(err):
-    status = main(["index", catalogue, library, *fields])
-print(json.dumps({"api": api, "status": status, "err": err.getvalue()}))
+        rec = Recommender.load(library)
+        api["tracks"] = len(rec)
+        try:
+            rec.add([Track(id="new", description="a new song")])
+        finally:
+            calls = [call for c in rec._channels.values() for call in c.encoder.calls]
+            api["document_batches"] = sum(1 for call in calls if call[1] == "document")
+    except StorageError as exc:
+        api["error"] = str(exc)
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        status = main(["index", catalogue, library, *fields])
+    results.append({"api": api, "status": status, "err": err.getvalue()})
+print(json.dumps(results))
 """
 
 
@@ -157,44 +159,44 @@ def _as_another_user() -> list[str]:
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX permissions")
-@pytest.mark.parametrize("read_only", ["indexes", "all"])
-def test_a_read_only_library_is_refused_before_embedding(
-    library: Path, tmp_path: Path, read_only: str
-) -> None:
+def test_a_read_only_library_is_refused_before_embedding(library: Path, tmp_path: Path) -> None:
+    """Read-only index folders (the library opens, but cannot be written), then everything."""
     import os
     import stat
     import tempfile
 
-    # pytest's folders are private: as root, the library goes where 'nobody' can reach it
+    # pytest's folders are private: as root, the libraries go where 'nobody' can reach them
     home = Path(tempfile.mkdtemp(dir=None if os.getuid() == 0 else tmp_path))
     try:
         home.chmod(0o755)
-        copy = home / "library"
-        shutil.copytree(library, copy)
         catalogue = _catalogue(home / "more.jsonl", 1000, start=1000)
         no_write = ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH)
-        for path in [copy, *copy.rglob("*")]:
-            writable = read_only == "indexes" and "indexes" not in path.relative_to(home).parts
-            mode = 0o777 if path.is_dir() else 0o666
-            path.chmod(mode if writable else mode & no_write)
-        command = [sys.executable, "-c", _READ_ONLY_CHILD, str(copy), str(catalogue), *FIELDS]
+        copies = {name: home / name for name in ("indexes", "all")}
+        for name, copy in copies.items():
+            shutil.copytree(library, copy)
+            for path in [copy, *copy.rglob("*")]:
+                writable = name == "indexes" and "indexes" not in path.relative_to(copy).parts
+                mode = 0o777 if path.is_dir() else 0o666
+                path.chmod(mode if writable else mode & no_write)
+        command = [sys.executable, "-c", _READ_ONLY_CHILD, str(catalogue), *FIELDS]
         done = subprocess.run(
-            [*_as_another_user(), *command],
+            [*_as_another_user(), *command, *map(str, copies.values())],
             cwd=ROOT,
             capture_output=True,
             text=True,
             timeout=120,
             check=True,
         )
-        result = json.loads(done.stdout.strip().splitlines()[-1])
-        assert "is read-only" in result["api"]["error"]
-        assert result["api"]["document_batches"] == 0  # nothing was embedded
-        assert result["status"] == 1
-        assert result["err"].startswith("newwave: error: ")
-        assert "is read-only" in result["err"]
-        assert len(result["err"].splitlines()) == 1
-        if read_only == "indexes":
-            assert result["api"]["tracks"] == 1000  # readable, only not writable
+        indexes, everything = json.loads(done.stdout.strip().splitlines()[-1])
+        assert indexes["api"]["tracks"] == 1000  # readable, only not writable
+        assert "indexes is read-only" in indexes["api"]["error"]
+        assert "is read-only" in everything["api"]["error"]
+        for result in (indexes, everything):
+            assert result["api"]["document_batches"] == 0  # nothing was embedded
+            assert result["status"] == 1
+            assert result["err"].startswith("newwave: error: ")
+            assert "is read-only" in result["err"]
+            assert len(result["err"].splitlines()) == 1
     finally:
         for path in [home, *home.rglob("*")]:
             path.chmod(0o755 if path.is_dir() else 0o644)
