@@ -601,10 +601,18 @@ def _where(text: str | None, *, ignore_case: bool = False) -> dict[str, Any] | N
         if ignore_case:
             raise InvalidInputError("--ignore-case applies to --where, which is not given")
         return None
+    too_deep = InvalidInputError(
+        f"--where is nested more than {_WHERE_NESTING} levels deep; a filter needs 3 at most "
+        f'(\'{{"genre": {{"in": ["rock", "pop"]}}}}\'), got: {text:.80}'
+    )
     try:
         where = json.loads(text)
     except json.JSONDecodeError as exc:
         raise InvalidInputError(f"--where is not valid JSON ({exc}): {text}") from None
+    except RecursionError:
+        raise too_deep from None
+    if _nesting(where) > _WHERE_NESTING:
+        raise too_deep
     if not isinstance(where, dict):
         raise InvalidInputError(
             f'--where takes a JSON object such as \'{{"tags": "jazz"}}\', got: {text}'
@@ -614,6 +622,21 @@ def _where(text: str | None, *, ignore_case: bool = False) -> dict[str, Any] | N
 
         return folded(where)
     return where
+
+
+_WHERE_NESTING = 16  # the deepest --where accepted: filters need 3 levels
+
+
+def _nesting(value: Any) -> int:
+    """How deeply lists and objects nest in a parsed JSON ``value`` (without recursion)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list)):
+            deepest = max(deepest, depth)
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+    return deepest
 
 
 def _shorten(text: str, width: int) -> str:

@@ -321,6 +321,7 @@ class Recommender:
                 f"could never be found: {', '.join(map(repr, empty[:5]))}"
             )
         store = self._library.store
+        self._library.check_writable()  # before the embedding, which can take long
         # Embed what changed (by content hash) in every channel before writing anything ...
         embedded = {c.name: self._embed_changed(c, batch, values[c.name], given) for c in channels}
         with self._library.locked():

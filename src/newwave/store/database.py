@@ -30,6 +30,7 @@ Readers never block the writer nor see a half-written state (WAL); one process w
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 import uuid
@@ -161,6 +162,12 @@ class LibraryStore:
                 self._db.execute("PRAGMA journal_mode = WAL")
                 self._db.execute("PRAGMA synchronous = NORMAL")
         except sqlite3.DatabaseError as exc:
+            if path is not None and not all(os.access(p, os.W_OK) for p in (path, path.parent)):
+                raise StorageError(
+                    f"{path.parent} is read-only: newwave writes to a library's folder and "
+                    f"database even to search it (SQLite's write-ahead log); make them writable, "
+                    f"or copy the library ({exc})"
+                ) from exc
             raise self._corrupt(exc) from exc
         self._lock = threading.RLock()
         self._in_transaction = False
@@ -203,7 +210,9 @@ class LibraryStore:
     def _name(self) -> str:
         return str(self.path) if self.path is not None else "the in-memory library"
 
-    def _corrupt(self, exc: sqlite3.DatabaseError) -> IndexCorruptError:
+    def _corrupt(self, exc: sqlite3.DatabaseError) -> IndexCorruptError | StorageError:
+        if _cannot_write(exc):
+            return StorageError(f"cannot write {self._name}: {exc}")
         return IndexCorruptError(
             f"{self._name} cannot be read ({exc}); if it is damaged, restore it from a backup"
         )
@@ -218,7 +227,7 @@ class LibraryStore:
                 message = str(exc)
                 if "locked" in message or "busy" in message:
                     raise LibraryLockedError(f"{self._name} is busy: {message}") from exc
-                if "full" in message or "readonly" in message or "read-only" in message:
+                if _cannot_write(exc):
                     raise StorageError(f"cannot write {self._name}: {message}") from exc
                 raise self._corrupt(exc) from exc
             except sqlite3.DatabaseError as exc:
@@ -869,3 +878,25 @@ def _chunks(values: list[Any]) -> Iterator[list[Any]]:
 
 def _marks(values: Sequence[Any]) -> str:
     return ", ".join("?" * len(values))
+
+
+#: SQLite's result codes for a write the file system refused (a full disk, a file size limit,
+#: read-only files), as opposed to a damaged database.
+_WRITE_FAILURES = (
+    "SQLITE_FULL",
+    "SQLITE_READONLY",
+    "SQLITE_IOERR_WRITE",
+    "SQLITE_IOERR_FSYNC",
+    "SQLITE_IOERR_DIR_FSYNC",
+    "SQLITE_IOERR_TRUNCATE",
+    "SQLITE_IOERR_SHMSIZE",
+)
+
+
+def _cannot_write(exc: sqlite3.Error) -> bool:
+    """Whether SQLite failed because the file system refused a write."""
+    name = getattr(exc, "sqlite_errorname", "")  # Python 3.11+
+    if name:
+        return any(name == code or name.startswith(code + "_") for code in _WRITE_FAILURES)
+    message = str(exc)
+    return "full" in message or "readonly" in message or "read-only" in message
