@@ -228,11 +228,15 @@ def _unknown_name(
     while end < len(tokens):
         token = tokens[end]
         text = query[token.start : token.end]
-        if text[0].isupper() or (text[0].isdigit() and end > start) or (
-            end > start
-            and token.norm in _NAME_JOINERS
-            and end + 1 < len(tokens)
-            and query[tokens[end + 1].start].isupper()
+        if (
+            text[0].isupper()
+            or (text[0].isdigit() and end > start)
+            or (
+                end > start
+                and token.norm in _NAME_JOINERS
+                and end + 1 < len(tokens)
+                and query[tokens[end + 1].start].isupper()
+            )
         ):
             end += 1
         else:
