@@ -159,7 +159,7 @@ class EntityIndex:
         while i < len(tokens):
             lead = _LEAD_TABLE.match(norms, i)
             after = i + lead[0] if lead else i
-            name = self._name_at(query, tokens, after, lead is not None, vocabulary)
+            name = self._name_at(query, tokens, norms, after, lead is not None, vocabulary)
             if name is None and lead is not None and lead[1] == "like":
                 name = _unknown_name(query, tokens, after, vocabulary)
             if name is None:
@@ -190,6 +190,7 @@ class EntityIndex:
         self,
         query: str,
         tokens: list[Token],
+        norms: list[str],
         start: int,
         after_lead: bool,
         vocabulary: Vocabulary,
@@ -197,7 +198,6 @@ class EntityIndex:
         """(end token, field, name) of the indexed name at ``start``."""
         if start >= len(tokens):
             return None
-        norms = [t.norm for t in tokens]
         for skip in (0, 1) if norms[start] == "the" else (0,):
             match = self._table.match(norms, start + skip)
             if match is None:

@@ -63,13 +63,14 @@ class RuleRewriter(QueryRewriter):
     ``languages`` (default all of :data:`~newwave.query.languages.LANGUAGES`: Spanish, Russian,
     German, French, Portuguese) adds those languages' forms of the vocabulary's values and their
     negation words (:mod:`newwave.query.languages`): a form of another language is embedded as
-    its English value ("relajante" -> "relaxing"), and that language's request words ("música",
-    "для") are left out of the text; ``languages=()`` reads English only. ``entities`` (default
-    True) finds artist, title and album names before anything else (:mod:`newwave.query.entities`):
-    the catalogue's, learned by :meth:`fit_names`, and well-known artists'. A name's words are
-    never read as attributes ("Daft Punk" is no punk), and the name with its lead-in ("sounds
-    like") is embedded as the name's styles (the commonest tags of its tracks, or a well-known
-    artist's genres); ``ParsedQuery.entities`` lists them.
+    its English value ("relajante" -> "relaxing"), and, in a query with such a form, the request
+    words of those languages ("música", "для") are left out of the text; ``languages=()`` reads
+    English only. ``entities`` (default True) finds artist, title and album names before
+    anything else (:mod:`newwave.query.entities`): the catalogue's, learned by
+    :meth:`fit_names`, and well-known artists'. A name's words are never read as attributes
+    ("Daft Punk" is no punk), and the name with its lead-in ("sounds like") is embedded as the
+    name's styles (the commonest tags of its tracks, or a well-known artist's genres);
+    ``ParsedQuery.entities`` lists them.
     """
 
     name = "rules"
@@ -179,15 +180,17 @@ class RuleRewriter(QueryRewriter):
                 )
         removed = [*found.negated_spans, *found.request_spans]
         added: list[tuple[int, str]] = []  # (where, English words) replacing a removed span
+        foreign = False  # the query uses a form of another language
         for mention in found.mentions:
-            if (
-                not mention.negated
-                and form_key(query[mention.start : mention.end]) in self._foreign
-            ):
+            if form_key(query[mention.start : mention.end]) not in self._foreign:
+                continue
+            foreign = True
+            if not mention.negated:
                 removed.append((mention.start, mention.end))
                 added.append((mention.start, mention.value))
-        mentioned = [(m.start, m.end) for m in found.mentions]
-        removed.extend(self._foreign_stop_spans(query, mentioned))
+        if foreign:
+            mentioned = [(m.start, m.end) for m in found.mentions]
+            removed.extend(self._foreign_stop_spans(query, mentioned))
         for entity in entities:
             removed.append(entity.span)
             words = " ".join(entity.styles) or query[slice(*entity.name_span)]
