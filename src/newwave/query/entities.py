@@ -243,8 +243,13 @@ def _unknown_name(
             break
     if end == start:
         return None
-    if _all_vocabulary([t.norm for t in tokens[start:end]], vocabulary):
+    norms = [t.norm for t in tokens]
+    if _all_vocabulary(norms[start:end], vocabulary):
         return None
+    for i in range(start, end):  # "like Indian classical music": a genre, not a name
+        found = vocabulary.match(norms, i)
+        if found is not None and i + found[0] > end:
+            return None
     return end, "artist", query[tokens[start].start : tokens[end - 1].end]
 
 

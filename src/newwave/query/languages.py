@@ -23,7 +23,7 @@ import io
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
-from functools import cached_property, lru_cache
+from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
@@ -60,13 +60,15 @@ class Translations:
             cues=self.cues,
         )
 
-    @cached_property
-    def form_keys(self) -> frozenset[tuple[str, ...]]:
-        """The normalised tokens of every form (wanted or absent) of the table."""
+    def foreign_keys(self, vocabulary: Vocabulary) -> frozenset[tuple[str, ...]]:
+        """The normalised tokens of the table's forms that are not forms of ``vocabulary``
+        ("relajante", but not "violín", which is spelled as the English "violin")."""
         every = (
             f for table in (self.forms, self.absent_forms) for fs in table.values() for f in fs
         )
-        return frozenset(form_key(form) for form in every)
+        return frozenset(
+            key for key in map(form_key, every) if not vocabulary.has_form(" ".join(key))
+        )
 
 
 def load_translations(

@@ -92,12 +92,12 @@ class RuleRewriter(QueryRewriter):
         translations = load_translations(languages)
         self.languages = translations.languages
         if vocabulary is None:
-            self._base = _default_vocabulary(self.languages)
+            self._base, self._foreign = _default_vocabulary(self.languages)
         else:
             loaded = Vocabulary.load(vocabulary)
             self._base = translations.apply(loaded) if self.languages else loaded
+            self._foreign = translations.foreign_keys(loaded)
         self._vocabulary = self._base
-        self._foreign = translations.form_keys
         self._foreign_stop = PhraseTable(
             dict.fromkeys(map(form_key, translations.stop_words), True)
         )
@@ -246,10 +246,16 @@ class RuleRewriter(QueryRewriter):
 
 
 @lru_cache(maxsize=4)
-def _default_vocabulary(languages: tuple[str, ...]) -> Vocabulary:
-    """The shipped vocabulary with the forms of ``languages`` (built once per process)."""
+def _default_vocabulary(
+    languages: tuple[str, ...],
+) -> tuple[Vocabulary, frozenset[tuple[str, ...]]]:
+    """The shipped vocabulary with the forms of ``languages``, and those forms that are not
+    English (built once per process)."""
     base = Vocabulary.default()
-    return load_translations(languages).apply(base) if languages else base
+    if not languages:
+        return base, frozenset()
+    translations = load_translations(languages)
+    return translations.apply(base), translations.foreign_keys(base)
 
 
 def _text_without(query: str, spans: list[tuple[int, int]]) -> str:
