@@ -263,3 +263,15 @@ def test_vocabulary_cues_round_trip() -> None:
     assert vocabulary.match_cue(["x"], 0) is None
     with pytest.raises(InvalidInputError, match="cue"):
         Vocabulary(list(Vocabulary.default()), cues=["--"])
+
+
+def test_the_options_are_saved_with_the_recommender(tmp_path: Path) -> None:
+    rec = Recommender(
+        fields={"tags": "bm25"}, rewriter=RuleRewriter(languages=["es"], entities=False)
+    )
+    rec.add(CATALOGUE)
+    rec.save(tmp_path / "library")
+    loaded = Recommender.load(tmp_path / "library")
+    assert isinstance(loaded.rewriter, RuleRewriter)
+    assert loaded.rewriter.get_config() == {"languages": ["es"], "entities": False}
+    assert not loaded.search("songs by daft punk", k=1).query.entities  # type: ignore[union-attr]
