@@ -180,15 +180,14 @@ class RuleRewriter(QueryRewriter):
                 )
         removed = [*found.negated_spans, *found.request_spans]
         added: list[tuple[int, str]] = []  # (where, English words) replacing a removed span
-        foreign = False  # the query uses a form of another language
-        for mention in found.mentions:
-            if form_key(query[mention.start : mention.end]) not in self._foreign:
-                continue
-            foreign = True
-            if not mention.negated:
-                removed.append((mention.start, mention.end))
-                added.append((mention.start, mention.value))
+        # A query with a form of another language is embedded as the English values it names
+        # ("música clásica con violín" -> "classical violin").
+        foreign = any(form_key(query[m.start : m.end]) in self._foreign for m in found.mentions)
         if foreign:
+            for mention in found.mentions:
+                if not mention.negated:
+                    removed.append((mention.start, mention.end))
+                    added.append((mention.start, mention.value))
             mentioned = [(m.start, m.end) for m in found.mentions]
             removed.extend(self._foreign_stop_spans(query, mentioned))
         for entity in entities:
