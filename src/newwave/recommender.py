@@ -49,6 +49,7 @@ from newwave.search.channels import (
     Query,
 )
 from newwave.search.defaults import LEXICAL_WEIGHT, FieldSpec, default_fields
+from newwave.search.names import named_filter
 from newwave.search.personal import Feedback
 from newwave.search.searcher import check_k_and_depth, demote_unwanted, fused_hits, joint_hits
 from newwave.search.windows import WindowChannel
@@ -552,8 +553,8 @@ class Recommender:
             query = query[:MAX_QUERY_CHARS]
         depth = check_k_and_depth(k, depth)
         self._library.refresh()
-        among = self._matching(where)
         parsed = self._rewrite(query) if rewrite else None
+        among = self._matching(named_filter(parsed, where))
         # Demoting unwanted tracks re-ranks all ``depth`` candidates; otherwise ``k`` suffice.
         kept = depth if parsed is not None and parsed.unwanted else k
         embedded = Query(query if parsed is None else parsed.text)
@@ -600,6 +601,8 @@ class Recommender:
         if self._rewriter_fitted_at != store.seq:
             counts = store.tag_counts()
             self._rewriter.fit(tag for tag, n in counts.items() for _ in range(n))
+            if self._rewriter.reads_names:
+                self._rewriter.fit_names(store.iter_tracks())
             self._rewriter_fitted_at = store.seq
         return self._rewriter.rewrite(query)
 
