@@ -7,9 +7,10 @@ ONNX benchmark records the smallest cosine between its vectors and torch's.
 
 Quality: the MusicCaps text benchmark's MRR (captions as queries, one aspect list per clip as
 candidates, dense scores, :func:`newwave.metrics.evaluate_dense`) with the torch vectors and
-with the int8 ones, on the same clips: 1,000 evaluation clips timed, 40 when benchmarks run
-once. Needs ``../shared/data/musiccaps/musiccaps-public.csv``. Under ``--benchmark-disable``
-the throughput groups use 32 texts.
+with the int8 ones, on the same clips: 1,000 evaluation clips timed, 24 when benchmarks run
+once (where only a drop over 0.05 fails: one clip moves the MRR of 24 by up to 0.02). Needs
+``../shared/data/musiccaps/musiccaps-public.csv``. Under ``--benchmark-disable``
+the throughput groups use 16 texts.
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ def encoders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, MiniLMEncode
 
 
 def _texts(benchmark: Any, kind: str) -> list[str]:
-    return TEXTS[kind][: 32 if benchmark.disabled else N]
+    return TEXTS[kind][: 16 if benchmark.disabled else N]
 
 
 @pytest.mark.parametrize("kind", ["queries", "captions"])
@@ -96,7 +97,7 @@ def test_onnx(benchmark: Any, encoders: dict[str, MiniLMEncoder], kind: str, var
 
 @pytest.mark.skipif(not CSV.is_file(), reason="musiccaps-public.csv is not in ../shared")
 def test_int8_musiccaps_mrr(benchmark: Any, encoders: dict[str, MiniLMEncoder]) -> None:
-    clips = read_musiccaps_eval(CSV, limit=40 if benchmark.disabled else 1000)
+    clips = read_musiccaps_eval(CSV, limit=24 if benchmark.disabled else 1000)
     ids = [clip.ytid for clip in clips]
     relevant = [[i] for i in range(len(clips))]
 
@@ -115,4 +116,7 @@ def test_int8_musiccaps_mrr(benchmark: Any, encoders: dict[str, MiniLMEncoder]) 
     benchmark.extra_info["mrr_drop"] = round(torch - int8, 4)
     benchmark.extra_info["baseline"] = "torch MRR, on the same clips in the same test"
     assert torch > 0.3
-    assert torch - int8 <= 0.01
+    # The target, a drop of at most 0.01, is for the 1,000 clips; on the 24 of a run once, one
+    # caption whose clip falls from rank 1 to 2 moves the MRR by 0.02, so only gross damage
+    # (a drop over 0.05) fails there.
+    assert torch - int8 <= (0.05 if benchmark.disabled else 0.01)
