@@ -34,6 +34,7 @@ from typing import Any, ClassVar, Generic, Literal, Protocol, TypeVar
 import numpy as np
 
 from newwave.device import resolve_device
+from newwave.encoders._onnx import check_backend, import_onnx, load_onnx_transformer
 from newwave.encoders.base import Encoder
 from newwave.errors import (
     InvalidInputError,
@@ -429,6 +430,12 @@ class TransformerTextEncoder(PretrainedEncoder[_Model]):
     ``max_length`` is capped at the model's limit (the smaller of the tokenizer's
     ``model_max_length`` and the config's ``max_position_embeddings``) when it is loaded.
 
+    ``backend="onnx"`` runs the transformer's forward pass on ONNX Runtime (CPU, float32),
+    exported from the model's files once and cached (see :mod:`newwave.encoders._onnx`);
+    ``quantize="int8"`` with it runs an int8-quantised copy, faster and slightly less exact.
+    Everything else (tokenisation, windows, pooling, normalisation) is the same as with the
+    default ``backend="torch"``.
+
     Thread safety: one instance may serve concurrent ``encode_*`` calls from several threads. The
     model is loaded once under a lock; inference runs under ``torch.inference_mode`` and changes
     no state, and each call tokenises its own batch.
@@ -452,7 +459,18 @@ class TransformerTextEncoder(PretrainedEncoder[_Model]):
         max_length: int | None = None,
         stride: int = 0,
         dtype: str = "float32",
+        backend: str = "torch",
+        quantize: str | None = None,
     ) -> None:
+        check_backend(backend, quantize)
+        if backend == "onnx":
+            if dtype != "float32":
+                raise InvalidInputError(
+                    f"backend='onnx' runs float32 (or quantize='int8'), not dtype={dtype!r}"
+                )
+            device = "cpu" if device is None else device
+        self.backend = backend
+        self.quantize = quantize
         super().__init__(
             model=model,
             device=device,
@@ -472,6 +490,11 @@ class TransformerTextEncoder(PretrainedEncoder[_Model]):
                 f"max_length ({max_length})"
             )
         self.stride = stride
+        if backend == "onnx" and self.device != "cpu":
+            raise InvalidInputError(
+                f"backend='onnx' runs on the CPU, not on device {self.device!r}; use "
+                "backend='torch' there"
+            )
 
     # -- Encoder interface --------------------------------------------------------------------
 
@@ -482,6 +505,8 @@ class TransformerTextEncoder(PretrainedEncoder[_Model]):
         config = {**super().get_config(), "max_length": self.max_length}
         if self.windowed:
             config["stride"] = self.stride
+        if self.backend != "torch":
+            config.update(backend=self.backend, quantize=self.quantize)
         return config
 
     def _fallbacks(self) -> Sequence[Fallback]:
@@ -549,12 +574,25 @@ class TransformerTextEncoder(PretrainedEncoder[_Model]):
 
     def _build(self) -> _Model:
         torch, transformers = import_backend()
+        onnx = self.backend == "onnx"
+        if onnx:
+            import_onnx()  # before any loading: a missing package fails at once
 
-        def load(source: str, local_files_only: bool) -> tuple[Any, Any]:
+        def load_model(source: str, local_files_only: bool) -> Any:
             with quiet_weight_loading(transformers):
-                model = transformers.AutoModel.from_pretrained(
+                return transformers.AutoModel.from_pretrained(
                     source, local_files_only=local_files_only, trust_remote_code=False
                 )
+
+        def load(source: str, local_files_only: bool) -> tuple[Any, Any]:
+            # The ONNX backend reads the config only: the weights load when it must export.
+            model = (
+                transformers.AutoConfig.from_pretrained(
+                    source, local_files_only=local_files_only, trust_remote_code=False
+                )
+                if onnx
+                else load_model(source, local_files_only)
+            )
             tokenizer = transformers.AutoTokenizer.from_pretrained(
                 source, local_files_only=local_files_only, trust_remote_code=False
             )
@@ -568,7 +606,19 @@ class TransformerTextEncoder(PretrainedEncoder[_Model]):
                 "newwave needs one"
             )
         tokenizer.padding_side = "right"
-        model = model.to(device=self.device, dtype=getattr(torch, self.dtype)).eval()
+        if onnx:
+            local = Path(self.model).expanduser()
+            model = load_onnx_transformer(
+                source=loaded.source,
+                local_dir=local if local.is_dir() else None,
+                config=model,
+                tokenizer=tokenizer,
+                load_model=lambda: load_model(loaded.source, True),
+                quantize=self.quantize,
+                torch=torch,
+            )
+        else:
+            model = model.to(device=self.device, dtype=getattr(torch, self.dtype)).eval()
         limits = [self.max_length]
         if 0 < int(tokenizer.model_max_length) < 1_000_000:
             limits.append(int(tokenizer.model_max_length))

@@ -24,7 +24,9 @@ class BGEM3Encoder(TransformerTextEncoder):
 
     Options: ``model`` (hub id or local directory; default ``BAAI/bge-m3``), ``device`` (see
     :func:`newwave.device.resolve_device`), ``batch_size``, ``show_progress_bar``, ``max_length``,
-    and ``dtype``: ``"float32"`` (default), ``"float16"`` (GPU only) or ``"bfloat16"``.
+    ``dtype``: ``"float32"`` (default), ``"float16"`` (GPU only) or ``"bfloat16"``, ``backend``
+    (``"torch"``, or ``"onnx"`` for ONNX Runtime on the CPU) and ``quantize`` (``None``, or
+    ``"int8"`` with the ONNX backend).
     """
 
     name = "bge-m3"
@@ -44,6 +46,8 @@ class BGEM3Encoder(TransformerTextEncoder):
         show_progress_bar: bool | None = None,
         max_length: int = 8192,
         dtype: str = "float32",
+        backend: str = "torch",
+        quantize: str | None = None,
     ) -> None:
         super().__init__(
             model=model,
@@ -52,6 +56,8 @@ class BGEM3Encoder(TransformerTextEncoder):
             show_progress_bar=show_progress_bar,
             max_length=max_length,
             dtype=dtype,
+            backend=backend,
+            quantize=quantize,
         )
 
 

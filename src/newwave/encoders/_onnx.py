@@ -1,0 +1,309 @@
+"""Running a transformer text encoder's forward pass on ONNX Runtime instead of PyTorch.
+
+The transformer (token ids in, last hidden state out) is exported to ONNX once, from the local
+model directory, and cached; tokenisation, windowing of long texts, pooling and normalisation
+stay in the encoder, so only the forward pass changes. ``quantize="int8"`` adds dynamic int8
+quantisation of the weights (per output channel) of every ``MatMul`` but the feed-forward
+down-projections, whose inputs (the GELU outputs) have the widest range: quantising those costs
+the most accuracy for the least speed.
+
+**Cache.** The ONNX files are named by a fingerprint of the model's configuration and weights
+(their SHA-256) and of the export recipe, so changed weights are exported again and unchanged
+ones are reused. They go to the directory named by ``NEWWAVE_ONNX_CACHE`` when it is set; else
+next to a model given as a local directory (in its ``newwave-onnx/`` folder) when that directory
+is writable; else to the user's cache, ``~/.cache/newwave/onnx`` (``XDG_CACHE_HOME`` honoured).
+Each file is written under a temporary name and renamed into place, so two processes exporting
+at once both end up with a complete file. The files are ONNX protobuf, never pickle.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import logging
+import os
+import tempfile
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from newwave.errors import InvalidInputError, MissingDependencyError, ModelNotFoundError
+
+__all__ = [
+    "BACKENDS",
+    "CACHE_ENV",
+    "INSTALL_HINT",
+    "QUANTIZATIONS",
+    "OnnxTransformer",
+    "cache_directory",
+    "check_backend",
+    "fingerprint",
+    "load_onnx_transformer",
+]
+
+#: The ``backend`` option's accepted values.
+BACKENDS = ("torch", "onnx")
+#: The ``quantize`` option's accepted values (``None``: float32).
+QUANTIZATIONS = (None, "int8")
+#: The environment variable naming the directory of exported ONNX models.
+CACHE_ENV = "NEWWAVE_ONNX_CACHE"
+#: How to install what the ONNX backend needs.
+INSTALL_HINT = "pip install 'newwave-music[onnx]'"
+
+# Part of the fingerprint: bump it when the export or the quantisation recipe changes.
+_RECIPE = "newwave-onnx-1;opset=17;int8=dynamic,per-channel,matmul,keep-ffn-down"
+_OPSET = 17
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".h5", ".msgpack")
+_GELU = {"Gelu", "FastGelu", "BiasGelu"}
+
+
+def check_backend(backend: str, quantize: str | None) -> None:
+    """Refuse an unknown ``backend`` or ``quantize``, or quantisation without ONNX Runtime."""
+    if backend not in BACKENDS:
+        raise InvalidInputError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if quantize not in QUANTIZATIONS:
+        raise InvalidInputError(f"quantize must be None (float32) or 'int8', got {quantize!r}")
+    if quantize is not None and backend != "onnx":
+        raise InvalidInputError(
+            f"quantize={quantize!r} needs backend='onnx' (the torch backend runs float32 or the "
+            "dtype option's precision)"
+        )
+
+
+def import_onnx() -> tuple[ModuleType, ModuleType]:
+    """``(onnxruntime, onnx)``, or :class:`~newwave.errors.MissingDependencyError`."""
+    try:
+        import onnx
+        import onnxruntime
+    except ImportError as exc:
+        raise MissingDependencyError(
+            f"backend='onnx' needs onnxruntime and onnx, which are not installed ({exc}): "
+            f"{INSTALL_HINT}"
+        ) from exc
+    return onnxruntime, onnx
+
+
+def fingerprint(directory: str | os.PathLike[str]) -> str:
+    """A hex digest of a model directory's ``config.json`` and weight files, and the recipe."""
+    root = Path(directory)
+    files = sorted(
+        path
+        for path in root.iterdir()
+        if path.is_file() and (path.name == "config.json" or path.suffix in _WEIGHT_SUFFIXES)
+    )
+    if not any(path.suffix in _WEIGHT_SUFFIXES for path in files):
+        raise ModelNotFoundError(f"model directory {str(root)!r} holds no weight files")
+    digest = hashlib.sha256(_RECIPE.encode())
+    for path in files:
+        digest.update(f"\0{path.name}\0{path.stat().st_size}\0".encode())
+        content = hashlib.sha256()
+        with path.open("rb") as handle:
+            while chunk := handle.read(1 << 20):
+                content.update(chunk)
+        digest.update(content.digest())
+    return digest.hexdigest()[:32]
+
+
+def cache_directory(model_dir: Path | None, key: str) -> Path:
+    """Where the ONNX files of the model with fingerprint ``key`` go (see the module docstring).
+
+    ``model_dir`` is the model's own directory when it was given as one, else ``None``.
+    """
+    override = os.environ.get(CACHE_ENV, "").strip()
+    if override:
+        return Path(override).expanduser() / key
+    if model_dir is not None and os.access(model_dir, os.W_OK | os.X_OK):
+        return model_dir / "newwave-onnx" / key
+    base = os.environ.get("XDG_CACHE_HOME", "").strip() or Path.home() / ".cache"
+    return Path(base) / "newwave" / "onnx" / key
+
+
+@dataclass(frozen=True)
+class _Output:
+    last_hidden_state: Any
+
+
+class OnnxTransformer:
+    """An ONNX Runtime session called like a Hugging Face ``AutoModel``: keyword tensors in,
+    an object with ``last_hidden_state`` (a torch tensor) out. ``config`` is the model's config.
+
+    Thread safe: ONNX Runtime sessions may run concurrently.
+    """
+
+    def __init__(self, session: Any, config: Any, torch: ModuleType, path: Path) -> None:
+        self.session = session
+        self.config = config
+        self.path = path
+        self._torch = torch
+        self._inputs = [item.name for item in session.get_inputs()]
+
+    def __call__(self, **inputs: Any) -> _Output:
+        feed = {name: inputs[name].cpu().numpy() for name in self._inputs}
+        (hidden,) = self.session.run(None, feed)
+        return _Output(self._torch.from_numpy(hidden))
+
+
+def load_onnx_transformer(
+    *,
+    source: str,
+    local_dir: Path | None,
+    config: Any,
+    tokenizer: Any,
+    load_model: Any,
+    quantize: str | None,
+    torch: ModuleType,
+) -> OnnxTransformer:
+    """The ONNX Runtime session of a model, exported (and quantised) first unless cached.
+
+    ``source`` is where the weights were found (a directory or a hub id in the Hugging Face
+    cache); ``local_dir`` the directory when the user gave one; ``load_model()`` loads the torch
+    model, called only when an export is needed.
+    """
+    onnxruntime, onnx = import_onnx()
+    directory = _model_files(source)
+    folder = cache_directory(local_dir, fingerprint(directory))
+    float_path = folder / "model.onnx"
+    path = float_path if quantize is None else folder / f"model.{quantize}.onnx"
+    if not path.is_file():
+        folder.mkdir(parents=True, exist_ok=True)
+        if not float_path.is_file():
+            _export(load_model(), tokenizer, float_path, torch)
+        if path != float_path:
+            _quantize(float_path, path, onnx)
+    options = onnxruntime.SessionOptions()
+    # As many threads as torch uses (OMP_NUM_THREADS / torch.set_num_threads), so that the two
+    # backends are used alike.
+    options.intra_op_num_threads = max(1, int(torch.get_num_threads()))
+    options.inter_op_num_threads = 1
+    try:
+        session = onnxruntime.InferenceSession(
+            str(path), options, providers=["CPUExecutionProvider"]
+        )
+    except Exception as exc:  # a damaged cache file: say which, so that it can be deleted
+        raise ModelNotFoundError(f"could not load the ONNX model {str(path)!r}: {exc}") from exc
+    return OnnxTransformer(session, config, torch, path)
+
+
+# -- internals ------------------------------------------------------------------------------
+
+
+def _model_files(source: str) -> Path:
+    """The directory holding ``source``'s config and weights (a hub id: its cached snapshot)."""
+    path = Path(source).expanduser()
+    if path.is_dir():
+        return path
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(source, local_files_only=True))
+    except Exception as exc:
+        raise ModelNotFoundError(
+            f"backend='onnx' exports from the model's files, but the Hugging Face cache has no "
+            f"snapshot of {source!r} ({exc}); pass the model directory instead"
+        ) from exc
+
+
+@contextmanager
+def _writing(target: Path) -> Iterator[Path]:
+    """A temporary path next to ``target``, renamed to it when the block succeeds."""
+    handle, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(handle)
+    temporary = Path(name)
+    try:
+        yield temporary
+        temporary.replace(target)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def _export(model: Any, tokenizer: Any, target: Path, torch: ModuleType) -> None:
+    """The forward pass of ``model`` (token tensors -> last hidden state) as ONNX at ``target``."""
+    sample = tokenizer(
+        ["an example", "a second, longer example"], padding=True, return_tensors="pt"
+    )
+    names = [name for name in sample if name in set(tokenizer.model_input_names)]
+
+    class Forward(torch.nn.Module):  # type: ignore[name-defined,misc]
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, *tensors: Any) -> Any:
+            return self.model(**dict(zip(names, tensors, strict=True))).last_hidden_state
+
+    axes = {name: {0: "batch", 1: "sequence"} for name in [*names, "last_hidden_state"]}
+    model = model.float().cpu().eval()
+    # torch < 2.5 has no ``dynamo`` option and exports with TorchScript, as dynamo=False does.
+    legacy = (
+        {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
+    )
+    with _writing(target) as temporary, torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer notes on shape-dependent Python branches
+        torch.onnx.export(
+            Forward(),
+            tuple(sample[name] for name in names),
+            str(temporary),
+            input_names=names,
+            output_names=["last_hidden_state"],
+            dynamic_axes=axes,
+            opset_version=_OPSET,
+            **legacy,
+        )
+
+
+def _quantize(source: Path, target: Path, onnx: ModuleType) -> None:
+    """Dynamic int8 quantisation of ``source`` into ``target`` (see the module docstring)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    graph = onnx.load(str(source), load_external_data=False).graph
+    producers = {output: node for node in graph.node for output in node.output}
+    keep = [
+        node.name
+        for node in graph.node
+        if node.op_type == "MatMul" and _after_gelu(producers.get(node.input[0]), producers)
+    ]
+    with _writing(target) as temporary, _quiet_root_logger():
+        quantize_dynamic(
+            source,
+            temporary,
+            op_types_to_quantize=["MatMul"],
+            per_channel=True,
+            weight_type=QuantType.QInt8,
+            nodes_to_exclude=keep,
+        )
+
+
+@contextmanager
+def _quiet_root_logger() -> Iterator[None]:
+    """Hide the quantiser's advice, logged to the root logger, to pre-process the model first
+    (shape inference and graph optimisation: the export is already in that form)."""
+    root = logging.getLogger()
+
+    def advice(record: logging.LogRecord) -> bool:
+        return "pre-processing before quantization" not in record.getMessage()
+
+    root.addFilter(advice)
+    try:
+        yield
+    finally:
+        root.removeFilter(advice)
+
+
+def _after_gelu(node: Any, producers: dict[str, Any]) -> bool:
+    """Whether ``node`` is a GELU: one op, or the erf form ``x * 0.5 * (1 + erf(x / sqrt 2))``."""
+    seen = 0
+    stack = [node]
+    while stack and seen < 6:
+        current = stack.pop()
+        if current is None:
+            continue
+        seen += 1
+        if current.op_type in _GELU or current.op_type == "Erf":
+            return True
+        if current.op_type in ("Mul", "Add", "Div"):
+            stack.extend(producers.get(name) for name in current.input)
+    return False
