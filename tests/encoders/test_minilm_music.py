@@ -55,7 +55,9 @@ def test_each_role_goes_through_its_own_head(
         assert got.shape == (2, 384)
         assert got.dtype == np.float32
         np.testing.assert_allclose(got, expected, atol=1e-5)
-    np.testing.assert_allclose(encoder.encode_queries(TEXTS), encoder.encode_text(TEXTS, "query"))
+    np.testing.assert_allclose(
+        encoder.encode_queries(TEXTS), encoder.encode_text(TEXTS, role="query")
+    )
     assert not np.allclose(encoder.encode_queries(TEXTS), encoder.encode_text(TEXTS))
 
 
