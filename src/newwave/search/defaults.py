@@ -19,6 +19,7 @@ from newwave.types import Track
 
 __all__ = [
     "DEFAULT_AUDIO_ENCODER",
+    "DEFAULT_TAGS_ENCODER",
     "DEFAULT_TEXT_ENCODER",
     "LEXICAL_WEIGHT",
     "UNWANTED_FACTOR",
@@ -31,6 +32,11 @@ FieldSpec: TypeAlias = "FieldEncoder | Sequence[FieldEncoder] | Field"
 #: Text fields embedded by default, when the tracks carry them.
 DEFAULT_TEXT_FIELDS = ("description", "tags", "lyrics")
 DEFAULT_TEXT_ENCODER = "minilm"
+#: The dense encoder of the hybrid tags field: MiniLM with heads trained on MusicCaps' train
+#: split. On the MusicCaps benchmark (eval split, rewriter on, 300 sampled requests ranking all
+#: 2,858 aspect lists), bm25 + minilm-music: MRR 0.878, R@10 0.937; bm25 + minilm: 0.844, 0.913.
+#: ``["bm25", "minilm"]`` as the tags field keeps the untuned MiniLM.
+DEFAULT_TAGS_ENCODER = "minilm-music"
 DEFAULT_AUDIO_ENCODER = "clap"
 DEFAULT_LEXICAL_ENCODER = "bm25"
 #: The default fuser is ``weighted``, with this weight for the lexical channel of a hybrid field
@@ -57,7 +63,7 @@ def default_fields(tracks: list[Track]) -> dict[str, FieldSpec]:
         if any(field_value(t, name) for t in tracks):
             hybrid = name in HYBRID_TEXT_FIELDS
             fields[name] = (
-                [DEFAULT_LEXICAL_ENCODER, DEFAULT_TEXT_ENCODER] if hybrid else DEFAULT_TEXT_ENCODER
+                [DEFAULT_LEXICAL_ENCODER, DEFAULT_TAGS_ENCODER] if hybrid else DEFAULT_TEXT_ENCODER
             )
     if any(t.audio for t in tracks):
         audio = _loaded_or_none(DEFAULT_AUDIO_ENCODER)
