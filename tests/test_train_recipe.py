@@ -130,6 +130,17 @@ def test_another_seed_builds_other_heads(tmp_path: Path, tiny_bert: Path) -> Non
     )
 
 
+def test_requests_join_the_captions_as_queries(tmp_path: Path, tiny_bert: Path) -> None:
+    data = write_clips(tmp_path / "clips.csv")
+    recipe = tiny_recipe(data, tiny_bert)
+    both = recipe.model_copy(
+        update={"data": recipe.data.model_copy(update={"queries": ("text", "request")})}
+    )
+    built = build_heads(both, data, tmp_path / "both")
+    assert built.pairs == 60  # each of the 30 training clips: its caption and a request
+    assert built.heads_sha256 != build_heads(recipe, data, tmp_path / "text").heads_sha256
+
+
 def test_inputs_are_checked_against_the_recipe(tmp_path: Path, tiny_bert: Path) -> None:
     data = write_clips(tmp_path / "clips.csv")
     recipe = tiny_recipe(data, tiny_bert)
