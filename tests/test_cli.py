@@ -150,7 +150,7 @@ def test_index_with_the_default_fields_uses_minilm(
     path = tmp_path / "tracks.jsonl"
     path.write_text("".join(json.dumps(t) + "\n" for t in TRACKS[:3]), encoding="utf-8")
     out = run(capsys, "index", str(path), str(tmp_path / "lib"))
-    assert "fields description=minilm, tags:bm25=bm25, tags:minilm=minilm" in out
+    assert "fields description=minilm, tags:bm25=bm25, tags:minilm-music=minilm-music" in out
     info = json.loads(run(capsys, "info", str(tmp_path / "lib"), "--json"))
     model = info["fields"]["description"]["model_id"]
     assert model == "sentence-transformers/all-MiniLM-L6-v2"

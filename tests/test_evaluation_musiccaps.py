@@ -117,6 +117,34 @@ def test_tfidf_ranks_by_hand(table: Path) -> None:
     assert report["tfidf"].queries_per_second is not None
 
 
+def test_a_sample_of_queries_ranks_every_candidate(
+    table: Path, keyword_plugin: None, tmp_path: Path
+) -> None:
+    full = evaluate_musiccaps(table, systems=["tfidf", "keyword"])
+    report = evaluate_musiccaps(table, systems=["tfidf", "keyword"], sample=2)
+    assert (report.clips, report.queries, report.sample) == (4, 2, 2)
+    chosen = sorted(np.random.default_rng(musiccaps.SAMPLE_SEED).choice(4, 2, replace=False))
+    ids = [read_musiccaps_eval(table)[int(i)].ytid for i in chosen]
+    for name in ("tfidf", "keyword"):
+        sampled, every = report[name].result, full[name].result
+        assert sampled is not None
+        assert every is not None
+        assert sampled.num_queries == 2
+        ranks = sampled.per_metric("median_rank")
+        assert ranks == {i: every.per_metric("median_rank")[i] for i in ids}
+    data = report.as_dict()
+    assert (data["queries"], data["candidates"], data["sample"]) == (2, 4, 2)
+    assert "2 captions of the evaluation split (a sample, seed 0)" in report.to_text()
+    for bad in (0, 5, True):
+        with pytest.raises(InvalidInputError, match="sample"):
+            evaluate_musiccaps(table, systems=["tfidf"], sample=bad)
+    argv = ["evaluate", "musiccaps", "--csv", str(table), "--system", "tfidf", "--sample", "2"]
+    assert main([*argv, "--json", str(tmp_path / "sample.json")]) == 0
+    written = json.loads((tmp_path / "sample.json").read_text(encoding="utf-8"))
+    assert written["systems"][0]["metrics"] == data["systems"][0]["metrics"]
+    assert (written["queries"], written["sample"]) == (2, 2)
+
+
 def test_a_recommender_system_ranks_as_its_encoder_s_cosines(
     table: Path, keyword_plugin: None
 ) -> None:

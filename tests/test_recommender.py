@@ -82,6 +82,7 @@ def test_default_fields_come_from_the_tracks(
     keyword_plugin: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr("newwave.search.defaults.DEFAULT_TEXT_ENCODER", "keyword")
+    monkeypatch.setattr("newwave.search.defaults.DEFAULT_TAGS_ENCODER", "keyword")
     rec = Recommender()
     rec.add([Track(id="a", description="calm", tags=["ambient"])])
     assert list(rec.config.fields) == ["description", "tags:bm25", "tags:keyword"]

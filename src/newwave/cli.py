@@ -461,7 +461,11 @@ def _evaluate_musiccaps(args: argparse.Namespace) -> int:
     from newwave.evaluation.musiccaps import DEFAULT_SYSTEMS, evaluate_musiccaps
 
     report = evaluate_musiccaps(
-        args.csv, systems=args.system or DEFAULT_SYSTEMS, queries=args.queries, limit=args.limit
+        args.csv,
+        systems=args.system or DEFAULT_SYSTEMS,
+        queries=args.queries,
+        limit=args.limit,
+        sample=args.sample,
     )
     _report(report.to_text(), report.as_dict(), args.json)
     return 0
@@ -943,6 +947,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--limit",
         type=int,
         help="use only the first N evaluation clips, as queries and candidates (a smaller task)",
+    )
+    musiccaps.add_argument(
+        "--sample",
+        type=int,
+        metavar="N",
+        help="search the queries of only N clips (seeded sample), each against every candidate",
     )
     musiccaps.add_argument(
         "--json", metavar="PATH", help="also write the results as JSON (-: print)"

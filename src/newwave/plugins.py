@@ -63,6 +63,7 @@ LOAD_PLUGINS_ENV = "NEWWAVE_LOAD_PLUGINS"
 BUILTIN_PLUGINS: dict[str, str] = {
     "clap": "newwave.encoders.clap",
     "minilm": "newwave.encoders.minilm",
+    "minilm-music": "newwave.encoders.minilm_music",
     "bge-m3": "newwave.encoders.bge_m3",
     "sentence-transformers": "newwave.encoders.sentence_transformers",
     "biencoder": "newwave.encoders.biencoder",

@@ -77,11 +77,12 @@ class Recommender:
     field's name is its source by default: a :class:`Track` attribute (``description``,
     ``tags``, ``lyrics``, ``title``, ``artist``, ``album``, ``audio``). Left out, the fields are
     chosen at the first :meth:`add` from the text the tracks carry (``description`` and
-    ``lyrics`` with ``minilm``, ``tags`` with ``["bm25", "minilm"]``) and their ``audio`` (with
-    ``clap`` when its weights load; otherwise a warning says why audio is left out); see
-    :attr:`config` for what was chosen. Each field's encoder has its own index (a *channel*); a
-    query is embedded once by each encoder and the per-channel rankings are combined by
-    ``fuser`` (default ``weighted``, with the lexical channel of a hybrid field at weight 2).
+    ``lyrics`` with ``minilm``, ``tags`` with ``["bm25", "minilm-music"]``) and their
+    ``audio`` (with ``clap`` when its weights load; otherwise a warning says why audio is left
+    out); see :attr:`config` for what was chosen. Each field's encoder has its own index (a
+    *channel*); a query is embedded once by each encoder and the per-channel rankings are
+    combined by ``fuser`` (default ``weighted``, with the lexical channel of a hybrid field at
+    weight 2).
 
     ``rewriter`` (default ``"rules"``, see :mod:`newwave.query`) reads the query first: the
     encoders embed its cleaned text (request boilerplate and negated phrases removed), and a

@@ -65,6 +65,7 @@ __all__ = [
     "QUERY_SETS",
     "MusicCapsClip",
     "MusicCapsReport",
+    "SAMPLE_SEED",
     "QuerySet",
     "SystemResult",
     "SystemSpec",
@@ -84,6 +85,8 @@ NO_REWRITE: Final = "/no-rewrite"
 """The suffix of a Recommender system searched without its query rewriter."""
 
 DEFAULT_SYSTEMS: Final[tuple[str, ...]] = ("tfidf", "minilm", "bge-m3", "defaults")
+SAMPLE_SEED: Final = 0
+"""The seed that draws the clips of ``sample``."""
 ENV_VAR: Final = "NEWWAVE_MUSICCAPS"
 """The environment variable naming ``musiccaps-public.csv`` when no path is given."""
 PROTOCOL: Final = (
@@ -233,11 +236,18 @@ class MusicCapsReport:
 
     csv: str
     clips: int
-    """Queries, and candidates: the evaluation clips used."""
+    """The evaluation clips used: the candidates, and the queries unless ``sample``."""
     limit: int | None
     systems: tuple[SystemResult, ...]
     query_set: QuerySet = "captions"
     """The queries: the captions, or the captions rephrased as requests."""
+    sample: int | None = None
+    """Queries of only this many clips (a seeded sample), against every candidate."""
+
+    @property
+    def queries(self) -> int:
+        """The queries searched: every clip's, or the sample's."""
+        return self.clips if self.sample is None else self.sample
 
     def __getitem__(self, name: str) -> SystemResult:
         """The result of the system ``name``."""
@@ -253,9 +263,10 @@ class MusicCapsReport:
             "protocol": PROTOCOL,
             "query_set": self.query_set,
             "csv": self.csv,
-            "queries": self.clips,
+            "queries": self.queries,
             "candidates": self.clips,
             "limit": self.limit,
+            "sample": self.sample,
             "systems": [system.as_dict() for system in self.systems],
         }
 
@@ -263,9 +274,11 @@ class MusicCapsReport:
         """The report as printed by ``newwave evaluate musiccaps``."""
         limited = f", the first {self.limit} clips only" if self.limit is not None else ""
         rephrased = ", rephrased as requests," if self.query_set == "requests" else ""
+        sampled = f" (a sample, seed {SAMPLE_SEED})" if self.sample is not None else ""
+        their = "their" if self.sample is None else "all"
         lines = [
-            f"MusicCaps text benchmark: {self.clips} captions of the evaluation split"
-            f"{rephrased} against their {self.clips} aspect lists{limited}",
+            f"MusicCaps text benchmark: {self.queries} captions of the evaluation split"
+            f"{sampled}{rephrased} against {their} {self.clips} aspect lists{limited}",
             f"protocol: {PROTOCOL}",
             "",
         ]
@@ -291,6 +304,7 @@ def evaluate_musiccaps(
     systems: Sequence[SystemSpec] = DEFAULT_SYSTEMS,
     queries: QuerySet = "captions",
     limit: int | None = None,
+    sample: int | None = None,
     show_progress: bool | None = None,
 ) -> MusicCapsReport:
     """Run the MusicCaps text benchmark for each of ``systems``, side by side.
@@ -298,7 +312,10 @@ def evaluate_musiccaps(
     ``csv_path`` is ``musiccaps-public.csv`` (default: the path in ``$NEWWAVE_MUSICCAPS``).
     ``queries`` is ``"captions"`` or ``"requests"`` (each caption rephrased as a request by
     :func:`request_for`). ``limit`` uses only the first ``limit`` evaluation clips, as queries
-    and as candidates (a smaller, easier task: not comparable with the full one). A system is
+    and as candidates (a smaller, easier task: not comparable with the full one). ``sample``
+    searches the queries of only ``sample`` clips, drawn at random with seed
+    :data:`SAMPLE_SEED`, each against every candidate: the same task as the full run, its
+    figures an estimate of the full run's (for quick comparisons). A system is
     ``"tfidf"``, ``"defaults"`` or an encoder spec for the ``tags`` field, a string of them
     joined with ``+``, optionally ending with ``/no-rewrite`` (see the module docstring).
     """
@@ -320,23 +337,40 @@ def evaluate_musiccaps(
     if repeated:
         raise InvalidInputError(f"system {repeated[0]!r} is listed twice")
     clips = read_musiccaps_eval(csv_path, limit=limit)
-    texts = [clip.caption if queries == "captions" else request_for(clip) for clip in clips]
+    asked = _sampled(len(clips), sample)
+    texts = [clips[i].caption if queries == "captions" else request_for(clips[i]) for i in asked]
     results = []
     for system in parsed:
         if system.rewrite is None:
-            results.append(_tfidf(clips, texts))
+            results.append(_tfidf(clips, asked, texts))
         else:
-            results.append(_recommender(system, clips, texts, show_progress))
+            results.append(_recommender(system, clips, asked, texts, show_progress))
     return MusicCapsReport(
         csv=os.fspath(Path(csv_path)),
         clips=len(clips),
         limit=limit,
         systems=tuple(results),
         query_set=queries,
+        sample=sample,
     )
 
 
-def _tfidf(clips: Sequence[MusicCapsClip], texts: Sequence[str]) -> SystemResult:
+def _sampled(clips: int, sample: int | None) -> list[int]:
+    """The clips whose queries are searched: all, or ``sample`` of them drawn with
+    :data:`SAMPLE_SEED`, in file order."""
+    if sample is None:
+        return list(range(clips))
+    if isinstance(sample, bool) or not isinstance(sample, int) or sample < 1:
+        raise InvalidInputError(f"sample must be a positive integer or None, got {sample!r}")
+    if sample > clips:
+        raise InvalidInputError(f"sample={sample} is more than the {clips} clips")
+    chosen = np.random.default_rng(SAMPLE_SEED).choice(clips, sample, replace=False)
+    return sorted(int(i) for i in chosen)
+
+
+def _tfidf(
+    clips: Sequence[MusicCapsClip], asked: Sequence[int], texts: Sequence[str]
+) -> SystemResult:
     from sklearn.feature_extraction.text import TfidfVectorizer
 
     ids = [clip.ytid for clip in clips]
@@ -348,7 +382,7 @@ def _tfidf(clips: Sequence[MusicCapsClip], texts: Sequence[str]) -> SystemResult
     scores = np.asarray((queries @ candidates.T).toarray(), dtype=np.float32)
     searched = time.perf_counter()
     result = evaluate_dense(
-        scores, [[i] for i in range(len(clips))], METRICS, query_ids=ids, candidate_ids=ids
+        scores, [[i] for i in asked], METRICS, query_ids=[ids[i] for i in asked], candidate_ids=ids
     )
     return SystemResult(
         name="tfidf",
@@ -362,6 +396,7 @@ def _tfidf(clips: Sequence[MusicCapsClip], texts: Sequence[str]) -> SystemResult
 def _recommender(
     system: _System,
     clips: Sequence[MusicCapsClip],
+    asked: Sequence[int],
     texts: Sequence[str],
     show_progress: bool | None,
 ) -> SystemResult:
@@ -390,7 +425,7 @@ def _recommender(
     disable = None if show_progress is None else not show_progress
     run: dict[str, list[str]] = {}
     progress = tqdm(
-        list(zip(clips, texts, strict=True)),
+        list(zip([clips[i] for i in asked], texts, strict=True)),
         desc=f"musiccaps {system.name}",
         unit="query",
         disable=disable,
@@ -399,7 +434,7 @@ def _recommender(
         hits = rec.search(text, k=n, depth=n, rewrite=rewrite)
         run[clip.ytid] = [hit.track.id for hit in hits]
     searched = time.perf_counter()
-    qrels = {clip.ytid: {clip.ytid: 1} for clip in clips}
+    qrels = {clips[i].ytid: {clips[i].ytid: 1} for i in asked}
     return SystemResult(
         name=system.name,
         setup=f"{described}: {chosen}; fuser {_fuser_text(rec)}; rewriter {reader or 'off'}",

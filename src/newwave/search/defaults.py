@@ -19,6 +19,7 @@ from newwave.types import Track
 
 __all__ = [
     "DEFAULT_AUDIO_ENCODER",
+    "DEFAULT_TAGS_ENCODER",
     "DEFAULT_TEXT_ENCODER",
     "LEXICAL_WEIGHT",
     "NAME_FIELDS",
@@ -35,6 +36,11 @@ DEFAULT_TEXT_FIELDS = ("description", "tags", "lyrics")
 #: folder, so that "songs by Mara Lind" finds her: names are not meanings, so not embedded.
 NAME_FIELDS = ("title", "artist", "album")
 DEFAULT_TEXT_ENCODER = "minilm"
+#: The dense encoder of the hybrid tags field: MiniLM with heads trained on MusicCaps' train
+#: split. On the MusicCaps benchmark (eval split, rewriter on, 300 sampled requests ranking all
+#: 2,858 aspect lists), bm25 + minilm-music: MRR 0.878, R@10 0.937; bm25 + minilm: 0.844, 0.913.
+#: ``["bm25", "minilm"]`` as the tags field keeps the untuned MiniLM.
+DEFAULT_TAGS_ENCODER = "minilm-music"
 DEFAULT_AUDIO_ENCODER = "clap"
 DEFAULT_LEXICAL_ENCODER = "bm25"
 #: The default fuser is ``weighted``, with this weight for the lexical channel of a hybrid field
@@ -65,7 +71,7 @@ def default_fields(tracks: list[Track], *, names: bool = False) -> dict[str, Fie
         if any(field_value(t, name) for t in tracks):
             hybrid = name in HYBRID_TEXT_FIELDS
             fields[name] = (
-                [DEFAULT_LEXICAL_ENCODER, DEFAULT_TEXT_ENCODER] if hybrid else DEFAULT_TEXT_ENCODER
+                [DEFAULT_LEXICAL_ENCODER, DEFAULT_TAGS_ENCODER] if hybrid else DEFAULT_TEXT_ENCODER
             )
     for name in NAME_FIELDS if names else ():
         if any(field_value(t, name) for t in tracks):

