@@ -32,25 +32,48 @@ from newwave.lexical.base import LexicalIndex
 from newwave.store.database import Changes, Labels, LibraryStore
 from newwave.types import FloatMatrix, Modality, Ranking, Track
 
-__all__ = ["Channel", "DenseChannel", "JointChannel", "LexicalChannel", "Query"]
+__all__ = ["Channel", "DenseChannel", "JointChannel", "LexicalChannel", "Queries", "Query"]
 
 #: The channel name of an embedding fuser's joint index (not a valid field name).
 JOINT = "@joint"
 
 
-class Query:
-    """A query's text, embedded at most once per encoder whatever number of channels use it."""
+class Queries:
+    """Queries' texts, embedded at most once per encoder (in one call for all of them) whatever
+    number of channels use them."""
+
+    def __init__(self, texts: Sequence[str]):
+        self.texts = list(texts)
+        self._vectors: dict[int, FloatMatrix] = {}
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def vectors(self, encoder: Encoder) -> FloatMatrix:
+        """The queries embedded by ``encoder``, (n, dim)."""
+        key = id(encoder)
+        if key not in self._vectors:
+            self._vectors[key] = encoder.encode_queries(self.texts, show_progress_bar=False)
+        return self._vectors[key]
+
+    def take(self, rows: Sequence[int]) -> Queries:
+        """The queries of ``rows``, sharing the embeddings already made."""
+        taken = Queries([self.texts[row] for row in rows])
+        at = np.asarray(rows, dtype=np.int64)
+        taken._vectors = {key: vectors[at] for key, vectors in self._vectors.items()}
+        return taken
+
+
+class Query(Queries):
+    """One query's text, embedded at most once per encoder whatever number of channels use it."""
 
     def __init__(self, text: str):
+        super().__init__([text])
         self.text = text
-        self._vectors: dict[int, FloatMatrix] = {}
 
     def vector(self, encoder: Encoder) -> FloatMatrix:
         """The query embedded by ``encoder``, (1, dim)."""
-        key = id(encoder)
-        if key not in self._vectors:
-            self._vectors[key] = encoder.encode_queries([self.text])
-        return self._vectors[key]
+        return self.vectors(encoder)
 
 
 class Channel(ABC):
@@ -145,11 +168,17 @@ class Channel(ABC):
 
     # -- searching --------------------------------------------------------------------------------
 
-    @abstractmethod
     def search(
         self, store: LibraryStore, query: Query, depth: int, among: Labels | None
     ) -> Ranking:
         """The ``depth`` best tracks for ``query``, restricted to ``among`` when given."""
+        return self.search_many(store, query, depth, among)[0]
+
+    @abstractmethod
+    def search_many(
+        self, store: LibraryStore, queries: Queries, depth: int, among: Labels | None
+    ) -> list[Ranking]:
+        """:meth:`search` for each of ``queries``, in one retriever call."""
 
     @abstractmethod
     def similar(
@@ -228,21 +257,31 @@ class _VectorChannel(Channel):
     def reset(self) -> None:
         self.index, self.seq, self.count = None, 0, 0
 
-    def _ranking(self, store: LibraryStore, scores: FloatMatrix, labels: Labels) -> Ranking:
-        kept = [
-            (int(label), float(s)) for s, label in zip(scores, labels, strict=True) if label >= 0
+    def _rankings(self, store: LibraryStore, scores: FloatMatrix, labels: Labels) -> list[Ranking]:
+        """The rows of a retriever's answer as rankings of track ids (one read of the ids)."""
+        rows = [
+            [(label, s) for s, label in zip(row_scores, row_labels, strict=True) if label >= 0]
+            for row_scores, row_labels in zip(scores.tolist(), labels.tolist(), strict=True)
         ]
-        ids = store.ids_of(label for label, _ in kept)
-        found = [(ids[label], score) for label, score in kept if label in ids]
-        return Ranking(tuple(i for i, _ in found), tuple(s for _, s in found))
+        ids = store.ids_of({label for row in rows for label, _ in row})
+        rankings = []
+        for row in rows:
+            found = [(ids[label], score) for label, score in row if label in ids]
+            rankings.append(Ranking(tuple(i for i, _ in found), tuple(s for _, s in found)))
+        return rankings
+
+    def _search_vectors(
+        self, store: LibraryStore, vectors: FloatMatrix, depth: int, among: Labels | None
+    ) -> list[Ranking]:
+        if self.index is None or not self.count:
+            return [Ranking() for _ in range(len(vectors))]
+        scores, labels = self.index.search_labelled(vectors, depth, count=self.count, among=among)
+        return self._rankings(store, scores, labels)
 
     def _search_vector(
         self, store: LibraryStore, vector: FloatMatrix, depth: int, among: Labels | None
     ) -> Ranking:
-        if self.index is None or not self.count:
-            return Ranking()
-        scores, labels = self.index.search_labelled(vector, depth, count=self.count, among=among)
-        return self._ranking(store, scores[0], labels[0])
+        return self._search_vectors(store, vector, depth, among)[0]
 
     def similar(
         self, store: LibraryStore, label: int, track_id: str, depth: int, among: Labels | None
@@ -294,10 +333,10 @@ class DenseChannel(_VectorChannel):
             return self.encoder.encode_audio(values)
         return self.encoder.encode_text(values, role="document")
 
-    def search(
-        self, store: LibraryStore, query: Query, depth: int, among: Labels | None
-    ) -> Ranking:
-        return self._search_vector(store, query.vector(self.encoder), depth, among)
+    def search_many(
+        self, store: LibraryStore, queries: Queries, depth: int, among: Labels | None
+    ) -> list[Ranking]:
+        return self._search_vectors(store, queries.vectors(self.encoder), depth, among)
 
 
 class JointChannel(_VectorChannel):
@@ -331,15 +370,15 @@ class JointChannel(_VectorChannel):
         }
         return self.fuser.embed(vectors, side="track")
 
-    def query_vectors(self, query: Query) -> dict[str, FloatMatrix]:
-        """The query embedded by each fused channel's encoder."""
-        return {name: query.vector(self.inputs[name].encoder) for name in self.fuser.fields}
+    def query_vectors(self, queries: Queries) -> dict[str, FloatMatrix]:
+        """The queries embedded by each fused channel's encoder."""
+        return {name: queries.vectors(self.inputs[name].encoder) for name in self.fuser.fields}
 
-    def search(
-        self, store: LibraryStore, query: Query, depth: int, among: Labels | None
-    ) -> Ranking:
-        fused = self.fuser.embed(self.query_vectors(query), side="query")
-        return self._search_vector(store, fused, depth, among)
+    def search_many(
+        self, store: LibraryStore, queries: Queries, depth: int, among: Labels | None
+    ) -> list[Ranking]:
+        fused = self.fuser.embed(self.query_vectors(queries), side="query")
+        return self._search_vectors(store, fused, depth, among)
 
 
 class LexicalChannel(Channel):
@@ -375,12 +414,12 @@ class LexicalChannel(Channel):
         self.index = load_lexical(self.index.name, **self.index.get_config())
         self.seq, self.count = 0, 0
 
-    def search(
-        self, store: LibraryStore, query: Query, depth: int, among: Labels | None
-    ) -> Ranking:
+    def search_many(
+        self, store: LibraryStore, queries: Queries, depth: int, among: Labels | None
+    ) -> list[Ranking]:
         if not len(self.index):
-            return Ranking()
-        return self.index.search([query.text], depth, among=_ids(store, among))[0]
+            return [Ranking() for _ in range(len(queries))]
+        return self.index.search(queries.texts, depth, among=_ids(store, among))
 
     def similar(
         self, store: LibraryStore, label: int, track_id: str, depth: int, among: Labels | None
