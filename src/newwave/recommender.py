@@ -611,9 +611,9 @@ class Recommender:
             return None
         store = self._library.store
         if self._rewriter_fitted_at != store.seq:
-            counts = store.tag_counts()
-            self._rewriter.fit(tag for tag, n in counts.items() for _ in range(n))
-            self._rewriter_fitted_at = store.seq
+            from newwave.search.fitted_rewriter import fit_rewriter
+
+            self._rewriter_fitted_at = fit_rewriter(self._rewriter, self._library)
         return self._rewriter.rewrite(query)
 
     def similar(
@@ -862,8 +862,14 @@ class Recommender:
         sources = dict(sources or {})
         specs: dict[str, list[FieldEncoder]] = {}
         field_sources: dict[str, tuple[str, Any]] = {}
+        shared: dict[str, Encoder] = {}  # fields with the same encoder share one (one model)
         for name, saved in config.fields.items():
-            encoder = load_field_encoder(saved.encoder.name, **saved.encoder.options)
+            key = saved.encoder.model_dump_json()
+            encoder = shared.get(key) or load_field_encoder(
+                saved.encoder.name, **saved.encoder.options
+            )
+            if isinstance(encoder, Encoder):
+                shared[key] = encoder
             if saved.model_id is not None and encoder.model_id != saved.model_id:
                 raise IndexCorruptError(
                     f"field {name!r} was indexed with model {saved.model_id!r}, but its "

@@ -20,7 +20,14 @@ from newwave.errors import InvalidInputError
 from newwave.hookspecs import Register, hookimpl
 from newwave.query.base import Attribute, ParsedQuery, QueryRewriter
 from newwave.query.negation import has_cue, parse
-from newwave.query.vocabulary import Concept, Vocabulary, tokenize, variants
+from newwave.query.vocabulary import (
+    Concept,
+    Vocabulary,
+    concepts_from_dict,
+    concepts_to_dict,
+    tokenize,
+    variants,
+)
 
 __all__ = ["TAG_KIND", "RuleRewriter", "register_rewriters"]
 
@@ -71,6 +78,7 @@ class RuleRewriter(QueryRewriter):
         self._vocabulary_path = None if vocabulary is None else str(Path(vocabulary))
         self._base = Vocabulary.default() if vocabulary is None else Vocabulary.load(vocabulary)
         self._vocabulary = self._base
+        self._learned: list[Concept] = []
         self.learn_tags = bool(learn_tags)
         self.max_tag_words = max_tag_words
         self.min_tag_count = min_tag_count
@@ -110,6 +118,19 @@ class RuleRewriter(QueryRewriter):
                     forms.append(form)
             if forms:
                 learned.append(Concept(TAG_KIND, value, tuple(forms)))
+        self._use(learned)
+
+    def fitted_state(self) -> dict[str, Any] | None:
+        """The learned tags, as a vocabulary document's ``kinds``; None without ``learn_tags``."""
+        return {"kinds": concepts_to_dict(self._learned)} if self.learn_tags else None
+
+    def load_fitted_state(self, state: Any) -> None:
+        if not isinstance(state, dict):
+            raise InvalidInputError("a fitted rules rewriter's state must be a JSON object")
+        self._use(concepts_from_dict(state.get("kinds"), source="fitted rules rewriter"))
+
+    def _use(self, learned: list[Concept]) -> None:
+        self._learned = learned
         self._vocabulary = self._base.extend(learned) if learned else self._base
 
     def _learnable(self, tag: str) -> bool:
