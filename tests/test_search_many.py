@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from newwave import Recommender, Track
 from newwave.errors import EmptyQueryError, InvalidInputError
+from newwave.types import Hit
 from tests.conftest import KeywordEncoder
 
 WORDS = [
@@ -49,7 +52,7 @@ queries = st.lists(
 )  # fmt: skip
 
 
-def _ranked(hits: list) -> list[tuple[str, float, dict[str, float]]]:
+def _ranked(hits: list[Hit]) -> list[tuple[str, float, dict[str, float]]]:
     return [(h.track.id, h.score, h.scores) for h in hits]
 
 
@@ -61,7 +64,7 @@ def _ranked(hits: list) -> list[tuple[str, float, dict[str, float]]]:
     where=st.sampled_from([None, {"year": {">=": 2005}}, {"year": 1850}]),  # ...not these
 )
 def test_search_many_ranks_as_a_loop_of_search(
-    texts: list[str], k: int, rewrite: bool, where: dict | None
+    texts: list[str], k: int, rewrite: bool, where: dict[str, Any] | None
 ) -> None:
     many = REC.search_many(texts, k=k, rewrite=rewrite, where=where)
     assert len(many) == len(texts)
@@ -106,7 +109,7 @@ def test_search_many_with_a_joint_index_matches_search() -> None:
 def test_search_many_checks_its_input() -> None:
     assert REC.search_many([], k=3) == []
     with pytest.raises(InvalidInputError, match="sequence of str"):
-        REC.search_many("piano", k=3)  # type: ignore[arg-type]
+        REC.search_many("piano", k=3)
     with pytest.raises(EmptyQueryError, match=r"query 1"):
         REC.search_many(["piano", "  "], k=3)
     with pytest.raises(InvalidInputError, match=r"query 0"):

@@ -459,7 +459,7 @@ def concepts_from_dict(kinds: Any, *, source: str) -> list[Concept]:
     """The concepts of a ``kinds`` object (:func:`concepts_to_dict`), checked."""
     if not isinstance(kinds, Mapping):
         raise InvalidInputError(f"{source}: 'kinds' must map kinds to their values")
-    concepts = []
+    concepts: list[Concept] = []
     for kind, values in kinds.items():
         if not isinstance(values, Mapping):
             raise InvalidInputError(f"{source}: kind {kind!r} must map values to forms")

@@ -34,10 +34,11 @@ def fit_rewriter(rewriter: QueryRewriter, library: Library) -> int:
     """
     store = library.store
     with store.reading():  # the stamp and the tags of one committed state
+        seq = store.seq
         stamp = {
             "version": _VERSION,
             "epoch": store.epoch,
-            "seq": store.seq,
+            "seq": seq,
             "rewriter": rewriter.name,
             "options": rewriter.get_config(),
         }
@@ -45,7 +46,7 @@ def fit_rewriter(rewriter: QueryRewriter, library: Library) -> int:
         if state is not None:
             try:
                 rewriter.load_fitted_state(state)
-                return int(stamp["seq"])
+                return seq
             except InvalidInputError as exc:  # written by another version: fit again
                 logger.warning("the library's fitted query rewriter is unusable (%s)", exc)
         counts = store.tag_counts()
@@ -53,7 +54,7 @@ def fit_rewriter(rewriter: QueryRewriter, library: Library) -> int:
     fitted = rewriter.fitted_state()
     if fitted is not None and library.root is not None:
         library.keep_meta(META_KEY, json.dumps({"stamp": stamp, "state": fitted}))
-    return int(stamp["seq"])
+    return seq
 
 
 def _stored_state(text: str | None, stamp: dict[str, Any]) -> Any:
