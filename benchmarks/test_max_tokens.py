@@ -1,7 +1,7 @@
 """MiniLM's ``max_tokens``: what capping long texts saves in time and costs in retrieval quality.
 
 Documents are the demo catalogue's captions (``newwave.cli.demo_tracks()``, 300 MusicCaps clips,
-71 tokens on average, up to 200); each clip's aspect list (its tags joined with ", ") is a query
+62 tokens on average, up to 125); each clip's aspect list (its tags joined with ", ") is a query
 whose one relevant document is the clip's caption. Each test embeds the captions with
 ``MiniLMEncoder(max_tokens=...)`` (timed) and records the MRR and recall@10 of the aspect
 queries over them in ``extra_info``; the baseline embeds whole captions (``max_tokens=None``, the
