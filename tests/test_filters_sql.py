@@ -16,10 +16,12 @@ from newwave import InvalidInputError, Track
 from newwave.filters import (
     OPERATORS,
     VALUES_SCHEMA,
+    add_sql_functions,
     check_keys,
     compile_filter,
     filter_sql,
     filter_values,
+    ignore_case,
 )
 
 INF = math.inf
@@ -30,6 +32,7 @@ MAX = sys.float_info.max
 def database(tracks: Iterable[Track]) -> sqlite3.Connection:
     """An in-memory catalogue: ``tracks`` (rowid, id) and their ``track_values``."""
     db = sqlite3.connect(":memory:")
+    add_sql_functions(db)
     db.executescript(VALUES_SCHEMA + "CREATE TABLE tracks (id TEXT NOT NULL);")
     for track in tracks:
         rowid = db.execute("INSERT INTO tracks (id) VALUES (?)", (track.id,)).lastrowid
@@ -356,6 +359,18 @@ def test_a_membership_of_several_kinds_uses_an_index_per_kind() -> None:
 BIG = [2**53, 2**63, 2**64, 2**80, 2**1023, 2**1024 - 2**970, 2**1024, 10**400]
 FLOATS = [0.0, -0.0, 0.5, 1.0, -1.5, 2.0**53, 2.0**63, 2.0**64, 2.0**80, MAX, INF, 5e-324]
 TEXTS = ["", "a", "b", "ab", "B", "é", "\x00", "a\x00", "\ud7ff", "\ue000", "\uffff", "\U0001f600"]
+TEXTS += [
+    "É",
+    "ß",
+    "SS",
+    "\u01c5",
+    "\u01c6",
+    "\ufb01",
+    "FI",
+    "\u03a3",
+    "\u03c2",
+    "\u03c3",
+]  # folded alike
 
 texts = st.one_of(st.sampled_from(TEXTS), st.text(max_size=3))
 numbers = st.one_of(
@@ -406,8 +421,8 @@ def lists_of(items: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
 
 
 OPERAND_FOR = {
-    **dict.fromkeys(["in", "not in"], lists_of(operands)),
-    **dict.fromkeys(["==", "!="], operands),
+    **dict.fromkeys(["in", "not in", "~in", "not ~in"], lists_of(operands)),
+    **dict.fromkeys(["==", "!=", "~=", "!~="], operands),
     **dict.fromkeys(["<", "<=", ">", ">="], st.one_of(texts, numbers)),
 }
 operator_lists = st.lists(st.sampled_from(OPERATORS), min_size=1, max_size=3, unique=True)
@@ -479,3 +494,40 @@ junk = st.one_of(
 )
 def test_validation_equals_compile_filter(where: dict[Any, Any]) -> None:
     assert outcome(filter_sql, where) == outcome(compile_filter, where)
+
+
+# --- ignoring case ------------------------------------------------------------------------------
+
+NAMES = ["Mara Lind", "MARA LIND", "mara lind", "Straße", "STRASSE", "Émile", "ÉMILE", "émile"]
+
+
+@pytest.mark.parametrize(
+    ("where", "expected"),
+    [
+        ({"artist": {"~=": "mara lind"}}, {"0", "1", "2"}),
+        ({"artist": {"~=": "strasse"}}, {"3", "4"}),  # casefold, not lower(): ß is ss
+        ({"artist": {"~in": ["ÉMILE", "nobody"]}}, {"5", "6", "7"}),
+        ({"artist": {"!~=": "mara lind"}}, {"3", "4", "5", "6", "7"}),
+        ({"artist": {"not ~in": ["straße", "émile"]}}, {"0", "1", "2"}),
+        ({"artist": "mara lind"}, {"2"}),  # exact by default
+    ],
+)
+def test_case_folding_operators(where: dict[str, Any], expected: set[str]) -> None:
+    tracks = [Track(id=str(i), artist=name) for i, name in enumerate(NAMES)]
+    assert python_ids(tracks, where) == expected
+    assert sql_ids(database(tracks), where) == expected
+
+
+def test_ignore_case_folds_equality_and_membership_only() -> None:
+    where = {"a": "x", "b": ["y", 1], "c": {"!=": "z", "<": "q"}, "d": {"not in": ["w"]}}
+    assert ignore_case(where) == {
+        "a": {"~=": "x"},
+        "b": {"~in": ["y", 1]},
+        "c": {"!~=": "z", "<": "q"},
+        "d": {"not ~in": ["w"]},
+    }
+    tracks = [Track(id="x", tags=("Jazz", "PIANO")), Track(id="y", tags=("rock",))]
+    assert python_ids(tracks, ignore_case({"tags": "piano"})) == {"x"}
+    assert sql_ids(database(tracks), ignore_case({"tags": ["JAZZ", "ROCK"]})) == {"x", "y"}
+    with pytest.raises(InvalidInputError, match="where must be a dict"):
+        ignore_case(["tags"])  # type: ignore[arg-type]

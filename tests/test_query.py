@@ -439,7 +439,7 @@ def test_fit_options() -> None:
     longer = RuleRewriter(max_tag_words=5)
     longer.fit(tags)
     assert "a b c d e" in {c.value for c in longer.vocabulary}
-    off = RuleRewriter(learn_tags=False)
+    off = RuleRewriter(learn_tags=False, languages=())
     off.fit(tags)
     assert off.vocabulary is Vocabulary.default()
     with pytest.raises(InvalidInputError, match="not one string"):

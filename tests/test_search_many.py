@@ -116,3 +116,19 @@ def test_search_many_checks_its_input() -> None:
         REC.search_many([3, "piano"], k=3)  # type: ignore[list-item]
     with pytest.raises(InvalidInputError, match="k must be"):
         REC.search_many(["piano"], k=0)
+
+
+def test_search_many_keeps_each_querys_own_named_filter() -> None:
+    tracks = [
+        Track(id="daft", artist="Daft Punk", title="One More Time", tags=("house", "electronic")),
+        Track(id="synths", artist="Someone Else", title="Night Drive", tags=("electronic",)),
+        Track(id="ramones", artist="Ramones", title="Blitzkrieg Bop", tags=("punk", "rock")),
+    ]
+    rec = Recommender(fields={"tags": "bm25"})
+    rec.add(tracks)
+    texts = ["songs by daft punk", "electronic", "songs by ramones", "punk rock"]
+    many = rec.search_many(texts, k=3)
+    assert [h.track.id for h in many[0]] == ["daft"]  # filtered by its own artist only
+    assert [h.track.id for h in many[2]] == ["ramones"]
+    for text, hits in zip(texts, many, strict=True):
+        assert _ranked(hits) == _ranked(rec.search(text, k=3))

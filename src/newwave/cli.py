@@ -2,6 +2,7 @@
 
   newwave index tracks.csv my-library --column id=ytid --column description=caption
   newwave search my-library "mellow acoustic guitar with soft female vocals"
+  newwave search my-library --audio snippet.wav
   newwave similar my-library TRACK_ID
   newwave info my-library
   newwave demo
@@ -26,11 +27,12 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from newwave.errors import InvalidInputError, MissingFileError, NewWaveError
+from newwave.errors import InvalidInputError, MissingFileError, NewWaveError, UnknownTrackError
 
 if TYPE_CHECKING:
     from newwave.recommender import Recommender
-    from newwave.types import Hit, Track
+    from newwave.search.defaults import FieldSpec
+    from newwave.types import Hit, Hits, Track
 
 __all__ = ["build_parser", "main"]
 
@@ -60,6 +62,11 @@ def demo_tracks() -> list[Track]:
 def _demo(args: argparse.Namespace) -> int:
     from newwave.recommender import Recommender
 
+    if args.audio:
+        from newwave.audio_demo import run_audio_demo
+
+        return run_audio_demo(args.query, k=args.k)
+
     started = time.perf_counter()
     tracks = demo_tracks()
     print(f"Demo catalogue: {len(tracks)} clips of MusicCaps (Google, CC BY-SA 4.0)")
@@ -87,8 +94,10 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _index(args: argparse.Namespace) -> int:
+    from newwave.cli_library import check_saved_options, encoder_options, vanished, with_options
     from newwave.readers import read_tracks, scan_music_folder
     from newwave.recommender import Recommender
+    from newwave.search.defaults import default_fields
     from newwave.store.lock import LOCK_FILE, WRITER_FILE
 
     started = time.perf_counter()
@@ -96,6 +105,7 @@ def _index(args: argparse.Namespace) -> int:
         name: encoders.split(",") if "," in encoders else encoders
         for name, encoders in _pairs(args.field, "--field", "FIELD=ENCODER[,ENCODER]").items()
     }
+    options = encoder_options(args.option, fields)
     columns = _pairs(args.column, "--column", "FIELD=COLUMN")
     source = Path(args.source)
     library = Path(args.library)
@@ -108,35 +118,53 @@ def _index(args: argparse.Namespace) -> int:
                 f"{library} is not empty and is not a newwave library; choose a new directory"
             )
     if source.is_dir():
-        if columns or args.format:
-            raise InvalidInputError("--column and --format apply to a catalogue file, not a folder")
+        if columns or args.format or args.tag_separator:
+            raise InvalidInputError(
+                "--column, --format and --tag-separator apply to a catalogue file, not a folder"
+            )
         tracks = list(scan_music_folder(source))
     else:
-        tracks = list(read_tracks(source, columns=columns or None, format=args.format))
+        tracks = list(
+            read_tracks(
+                source,
+                columns=columns or None,
+                format=args.format,
+                tag_separator=args.tag_separator or ",",
+            )
+        )
     if not tracks:
         raise InvalidInputError(f"{source} holds no tracks")
 
     if not existing:  # a new, empty library; unless another process just made one
-        Recommender(fields or None, fuser=args.fuser).save(library, replace=False)
+        spec: Mapping[str, FieldSpec] | None = with_options(fields, options) if fields else None
+        if spec is None and source.is_dir():  # names matched by words: "songs by Mara Lind"
+            spec = default_fields(tracks, names=True)
+        Recommender(spec, fuser=args.fuser).save(library, replace=False)
     rec = Recommender.load(library)
     _check_same_setup(rec, library, fields, args.fuser)
+    if existing:
+        check_saved_options(rec, library, options)
+    gone = vanished(rec, tracks, source) if args.prune else []
     new = sum(track.id not in rec for track in tracks)
     unchanged = sum(track.id in rec and rec.get(track.id) == track for track in tracks)
     if args.executor == "ray":  # encoded on a Ray cluster, loaded in transactions
         from newwave.distributed import export_manifest, index_with_ray
 
+        if gone:
+            raise InvalidInputError("--prune works with the local executor only")
         work = Path(args.work_dir) if args.work_dir else library / "ray"
         export_manifest(tracks, work / "manifest.parquet", rec)
         report = index_with_ray(rec, work / "manifest.parquet", work, address=args.address)
         encoded = report.loaded
     else:
-        encoded = rec.add(tracks)  # committed to the library as one transaction
+        encoded = rec.add(tracks, remove=gone)  # committed to the library as one transaction
     rec.save(library)  # and its indexes saved, so that the next start reads them
     seconds = time.perf_counter() - started
 
     changed = len(tracks) - new - unchanged
+    pruned = f", {len(gone)} pruned" if args.prune else ""
     print(f"read {len(tracks)} tracks from {source}: {new} new, {changed} changed, "
-          f"{unchanged} unchanged")  # fmt: skip
+          f"{unchanged} unchanged{pruned}")  # fmt: skip
     per_field = ", ".join(f"{f} {n}" for f, n in encoded.items())
     print(f"encoded: {sum(encoded.values())} field values ({per_field})")
     setup = ", ".join(f"{f}={e.name}" for f, e in rec.fields.items())
@@ -170,33 +198,98 @@ def _check_same_setup(
 
 
 def _search(args: argparse.Namespace) -> int:
-    where = _where(args.where)
+    from newwave.cli_library import resolve_track_id
+    from newwave.tables import parsed_query_dict
+
+    if (args.query is None) == (args.audio is None):
+        raise InvalidInputError("give either a QUERY in words or --audio FILE, not both")
+    personal = [o for o in ("user", "like", "dislike", "diversity") if getattr(args, o)]
+    if args.audio is not None and personal:
+        raise InvalidInputError(
+            "--audio searches by sound alone: --user, --like, --dislike and --diversity "
+            "apply to a QUERY in words"
+        )
+    output = _output_format(args)
+    where = _where(args.where, ignore_case=args.ignore_case)
     rec = _open_library(args.library)
+    if args.audio is not None:
+        return _search_audio(rec, args, output, args.audio, where, {"audio": args.audio})
     hits = rec.search(
         args.query,
         k=args.k,
         where=where,
         user=args.user,
-        like=args.like,
-        dislike=args.dislike,
+        like=[resolve_track_id(rec, i) for i in args.like or ()] or None,
+        dislike=[resolve_track_id(rec, i) for i in args.dislike or ()] or None,
         diversity=args.diversity,
     )
-    if args.json:
-        _print_json({"query": args.query, "where": where, "hits": _hits_json(hits)})
-    else:
-        _print_hits(hits, list(rec.fields))
+    parsed = parsed_query_dict(hits.query)
+    data = {"query": args.query, "parsed": parsed, "where": where, "hits": _hits_json(hits)}
+    _print_results(output, data, hits, list(rec.fields))
+    return 0
+
+
+def _search_audio(
+    rec: Recommender,
+    args: argparse.Namespace,
+    output: str,
+    audio: str,
+    where: dict[str, Any] | None,
+    echo: dict[str, Any],
+) -> int:
+    """Print the tracks of ``rec`` that sound most like the file ``audio``."""
+    hits = rec.search_audio(audio, k=args.k, where=where)
+    data = {**echo, "where": where, "hits": _hits_json(hits)}
+    audio_fields = [n for n, c in rec.config.fields.items() if c.modality == "audio"]
+    _print_results(output, data, hits, audio_fields)
     return 0
 
 
 def _similar(args: argparse.Namespace) -> int:
-    where = _where(args.where)
+    from newwave.cli_library import resolve_track_id
+
+    output = _output_format(args)
+    where = _where(args.where, ignore_case=args.ignore_case)
     rec = _open_library(args.library)
-    hits = rec.similar(args.track_id, k=args.k, where=where)
-    if args.json:
-        _print_json({"track_id": args.track_id, "where": where, "hits": _hits_json(hits)})
-    else:
-        _print_hits(hits, list(rec.fields))
+    try:
+        track_id = resolve_track_id(rec, args.track_id)
+    except UnknownTrackError:
+        if not Path(args.track_id).is_file():
+            raise
+        # more like this file: an audio file that is not a track of the library
+        return _search_audio(rec, args, output, args.track_id, where, {"file": args.track_id})
+    hits = rec.similar(track_id, k=args.k, where=where)
+    data = {"track_id": track_id, "where": where, "hits": _hits_json(hits)}
+    _print_results(output, data, hits, list(rec.fields))
     return 0
+
+
+def _output_format(args: argparse.Namespace) -> str:
+    """``--format``, or ``json`` for ``--json``; both, disagreeing, is an error."""
+    if args.json and args.format not in (None, "json"):
+        raise InvalidInputError(f"--json and --format {args.format} disagree; give one")
+    return "json" if args.json else args.format or "text"
+
+
+def _print_results(output: str, data: Mapping[str, Any], hits: Hits, fields: list[str]) -> None:
+    """Print ``hits`` as a table (with what the rewriter understood), JSON, M3U or CSV."""
+    from newwave.tables import hits_csv, hits_m3u, parsed_query_text
+
+    if output == "json":
+        _print_json(data)
+    elif output == "csv":
+        print(hits_csv(hits), end="")
+    elif output == "m3u":
+        playlist, missing = hits_m3u(hits)
+        if missing:
+            warnings.warn(f"{missing} of {len(hits)} hits have no audio file and are not in "
+                          "the playlist", UserWarning, stacklevel=1)  # fmt: skip
+        print(playlist, end="")
+    else:
+        understood = parsed_query_text(hits.query)
+        if understood is not None:
+            print(f"understood: {_one_line(understood)}")
+        _print_hits(hits, fields)
 
 
 def _hits_json(hits: Sequence[Hit]) -> list[dict[str, Any]]:
@@ -206,6 +299,7 @@ def _hits_json(hits: Sequence[Hit]) -> list[dict[str, Any]]:
             "id": hit.track.id,
             "score": hit.score,
             "scores": hit.scores,
+            "ranks": hit.ranks,
             "track": hit.track.model_dump(mode="json"),
         }
         for hit in hits
@@ -223,11 +317,16 @@ def _print_hits(hits: Sequence[Hit], fields: Sequence[str]) -> None:
         ("#", [str(hit.rank) for hit in hits], ">"),
         ("id", ids, "<"),
     ]
-    if any(names):
-        columns.append(("title", names, "<"))
+    if any(names):  # "title", unless a field has that name
+        columns.append(("track" if "title" in fields else "title", names, "<"))
     columns.append(("score", [f"{hit.score:.4f}" for hit in hits], ">"))
-    for field in fields:
-        cells = [f"{hit.scores[field]:.3f}" if field in hit.scores else "-" for hit in hits]
+    for field in fields:  # the channel's score, and the track's rank in it: "0.695 #3"
+        cells = [
+            f"{hit.scores[field]:.3f}" + (f" #{hit.ranks[field]}" if field in hit.ranks else "")
+            if field in hit.scores
+            else "-"
+            for hit in hits
+        ]
         columns.append((field, cells, ">"))
     widths = [max(len(header), *map(len, cells)) for header, cells, _ in columns]
     rows = [[header for header, _, _ in columns]]
@@ -287,8 +386,10 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _remove(args: argparse.Namespace) -> int:
+    from newwave.cli_library import resolve_track_id
+
     rec = _open_library(args.library)
-    ids = list(dict.fromkeys(args.track_ids))
+    ids = list(dict.fromkeys(resolve_track_id(rec, i) for i in args.track_ids))
     rec.remove(ids)
     print(f"removed {len(ids)} track(s); library {args.library}: {len(rec)} tracks")
     return 0
@@ -494,19 +595,48 @@ def _pairs(values: Sequence[str] | None, option: str, form: str) -> dict[str, st
     return pairs
 
 
-def _where(text: str | None) -> dict[str, Any] | None:
-    """The ``--where`` JSON object (see newwave.filters), or None."""
+def _where(text: str | None, *, ignore_case: bool = False) -> dict[str, Any] | None:
+    """The ``--where`` JSON object (see newwave.filters), or None; ``--ignore-case`` folds it."""
     if text is None:
+        if ignore_case:
+            raise InvalidInputError("--ignore-case applies to --where, which is not given")
         return None
+    too_deep = InvalidInputError(
+        f"--where is nested more than {_WHERE_NESTING} levels deep; a filter needs 3 at most "
+        f'(\'{{"genre": {{"in": ["rock", "pop"]}}}}\'), got: {text:.80}'
+    )
     try:
         where = json.loads(text)
     except json.JSONDecodeError as exc:
         raise InvalidInputError(f"--where is not valid JSON ({exc}): {text}") from None
+    except RecursionError:
+        raise too_deep from None
+    if _nesting(where) > _WHERE_NESTING:
+        raise too_deep
     if not isinstance(where, dict):
         raise InvalidInputError(
             f'--where takes a JSON object such as \'{{"tags": "jazz"}}\', got: {text}'
         )
+    if ignore_case:
+        from newwave.filters import ignore_case as folded
+
+        return folded(where)
     return where
+
+
+_WHERE_NESTING = 16  # the deepest --where accepted: filters need 3 levels
+
+
+def _nesting(value: Any) -> int:
+    """How deeply lists and objects nest in a parsed JSON ``value`` (without recursion)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list)):
+            deepest = max(deepest, depth)
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+    return deepest
 
 
 def _shorten(text: str, width: int) -> str:
@@ -569,7 +699,21 @@ def build_parser() -> argparse.ArgumentParser:
         "repeat for several fields. Default for a new library: description, tags and lyrics "
         "with minilm, those the tracks carry",
     )
+    index.add_argument(
+        "--option",
+        action="append",
+        metavar="FIELD.OPTION=VALUE",
+        help="an option of the encoder of a field given with --field, e.g. audio.model=/path "
+        "or audio.batch_size=8 (FIELD:ENCODER.OPTION in a hybrid field; VALUE is read as JSON "
+        "when it parses); repeat for several",
+    )
     index.add_argument("--fuser", help="how a new library combines its fields (default weighted)")
+    index.add_argument(
+        "--prune",
+        action="store_true",
+        help="also remove the library's tracks that SOURCE no longer has (for a folder: those "
+        "whose file inside it is gone), in the same transaction",
+    )
     index.add_argument(
         "--column",
         action="append",
@@ -579,6 +723,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     index.add_argument(
         "--format", choices=_FORMATS, help="the catalogue's format (default: from its extension)"
+    )
+    index.add_argument(
+        "--tag-separator",
+        metavar="SEP",
+        help="what separates the tags in a catalogue's tags text, e.g. ';' (default ',')",
     )
     index.add_argument(
         "--executor",
@@ -600,26 +749,44 @@ def build_parser() -> argparse.ArgumentParser:
     search = command(
         "search",
         "search a library with a natural-language query",
-        "Print the tracks of LIBRARY that best match QUERY: rank, id, title - artist, the fused\n"
-        "score and each field's cosine similarity ('-': the field did not return the track).\n\n"
-        "example:\n"
+        "Print what the query rewriter understood, then the tracks of LIBRARY that best match\n"
+        "QUERY: rank, id, title - artist, the fused score and, per field, its score and the\n"
+        "track's rank in it ('0.695 #3'; '-': the field did not return the track).\n"
+        "With --audio FILE instead of QUERY, the tracks that sound most like FILE (a clip or\n"
+        "a snippet), compared by the library's audio fields.\n\n"
+        "examples:\n"
         '  newwave search my-library "calm ambient electronic music" -k 5 \\\n'
-        '      --where \'{"tags": "ambient"}\'',
+        '      --where \'{"tags": "ambient"}\'\n'
+        "  newwave search my-library --audio snippet.wav -k 5",
     )
     search.add_argument("library", metavar="LIBRARY", help="a library made by newwave index")
-    search.add_argument("query", metavar="QUERY", help="what to look for, in words")
+    search.add_argument("query", metavar="QUERY", nargs="?", help="what to look for, in words")
+    search.add_argument(
+        "--audio",
+        metavar="FILE",
+        help="search by example: the tracks that sound most like this audio file (needs an "
+        "audio field)",
+    )
     _result_options(search)
+    _output_options(search)
     _personal_search_options(search)
     search.set_defaults(run=_search)
 
     similar = command(
         "similar",
         "find the tracks most like one track of a library",
-        "Print the tracks of LIBRARY most like TRACK_ID, found with that track's own vectors.",
+        "Print the tracks of LIBRARY most like TRACK_ID, found with that track's own vectors.\n"
+        "An audio file that is not a track of LIBRARY is compared by the library's audio\n"
+        "fields instead (as search --audio FILE).",
     )
     similar.add_argument("library", metavar="LIBRARY", help="a library made by newwave index")
-    similar.add_argument("track_id", metavar="TRACK_ID", help="the id of a track in LIBRARY")
+    similar.add_argument(
+        "track_id",
+        metavar="TRACK_ID",
+        help="the id of a track in LIBRARY, its audio file, or an audio file outside it",
+    )
     _result_options(similar)
+    _output_options(similar)
     similar.set_defaults(run=_similar)
 
     info = command(
@@ -638,7 +805,9 @@ def build_parser() -> argparse.ArgumentParser:
         "Remove the tracks TRACK_ID ... from LIBRARY, in one transaction.",
     )
     remove.add_argument("library", metavar="LIBRARY", help="a library made by newwave index")
-    remove.add_argument("track_ids", metavar="TRACK_ID", nargs="+", help="ids of tracks to remove")
+    remove.add_argument(
+        "track_ids", metavar="TRACK_ID", nargs="+", help="ids (or audio files) of tracks to remove"
+    )
     remove.set_defaults(run=_remove)
 
     repair = command(
@@ -655,11 +824,19 @@ def build_parser() -> argparse.ArgumentParser:
         "demo",
         "search a small bundled catalogue (300 MusicCaps clips)",
         "Index the bundled demo catalogue (300 clips of MusicCaps, Google, CC BY-SA 4.0) with\n"
-        "all-MiniLM-L6-v2 and answer a few queries, or the ones given.",
+        "all-MiniLM-L6-v2 and answer a few queries, or the ones given. With --audio, tag and\n"
+        "index the 30 bundled synthesised clips with musicnn instead (needs its weights:\n"
+        "pip install --no-deps 'musicnn==0.1.0'), answer the requests through the clips'\n"
+        "musicnn tags, and search by the sound of a snippet.",
     )
     demo.add_argument("query", nargs="*", help="queries to run (default: a few examples)")
     demo.add_argument("-k", type=int, default=3, help="results per query (default 3)")
     demo.add_argument("--fuser", help="how to combine fields (default weighted)")
+    demo.add_argument(
+        "--audio",
+        action="store_true",
+        help="search real audio: the bundled synthesised clips, tagged and embedded by musicnn",
+    )
     demo.set_defaults(run=_demo)
 
     plugins = command(
@@ -804,6 +981,20 @@ def _result_options(parser: argparse.ArgumentParser) -> None:
         "(see newwave.filters)",
     )
     parser.add_argument("--json", action="store_true", help="print JSON")
+
+
+def _output_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--format",
+        choices=("text", "json", "m3u", "csv"),
+        help="text (a table, default), json (as --json), m3u (a playlist of the hits' audio "
+        "files) or csv (one row per hit, with each field's score and rank)",
+    )
+    parser.add_argument(
+        "--ignore-case",
+        action="store_true",
+        help="--where compares strings ignoring case ('mara lind' matches 'Mara Lind')",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -7,9 +7,18 @@ import os
 import platform
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    field_validator,
+    model_serializer,
+)
 
 from newwave._distribution import DISTRIBUTION
 from newwave._storage import write_json
@@ -54,7 +63,8 @@ class FieldConfig(_Frozen):
 
     ``field`` and ``source`` default to the channel's own name (a field with one encoder);
     ``source`` is ``"<function>"`` for a field computed by a function, which is not saved.
-    ``dim`` is the vector width (None for a lexical index).
+    ``dim`` is the vector width (None for a lexical index). ``windows``: every audio window's
+    vector is indexed too (written only when true).
     """
 
     encoder: ComponentConfig
@@ -63,6 +73,14 @@ class FieldConfig(_Frozen):
     modality: Literal["text", "audio"] = "text"
     model_id: str | None = None
     dim: int | None = Field(default=None, ge=1)
+    windows: bool = False
+
+    @model_serializer(mode="wrap")
+    def _without_default_windows(self, handler: SerializerFunctionWrapHandler) -> Any:
+        data = handler(self)
+        if isinstance(data, dict) and not data.get("windows"):
+            data.pop("windows", None)  # as written before windowed fields existed
+        return data
 
 
 class RecommenderConfig(_Frozen):

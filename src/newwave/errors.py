@@ -17,6 +17,7 @@ Every error derives from :class:`NewWaveError` and also from the builtin excepti
     │   ├── DimensionMismatchError                    vector of the wrong width
     │   ├── NonFiniteVectorError                      vector with NaN or inf
     │   ├── UnsupportedModalityError                  e.g. audio given to a text-only encoder
+    │   │   └── NoAudioFieldError                     a query by audio, but no audio field
     │   └── AudioDecodeError                          a file that is not decodable audio
     ├── IndexCorruptError            (ValueError)     a saved directory that cannot be trusted
     └── LibraryLockedError           (TimeoutError)   another process is writing the library
@@ -42,6 +43,7 @@ __all__ = [
     "MissingFileError",
     "ModelNotFoundError",
     "NewWaveError",
+    "NoAudioFieldError",
     "NonFiniteVectorError",
     "PluginError",
     "SkippedInputWarning",
@@ -114,6 +116,10 @@ class NonFiniteVectorError(InvalidInputError):
 
 class UnsupportedModalityError(InvalidInputError):
     """An input of a modality the component does not handle (e.g. audio for a text encoder)."""
+
+
+class NoAudioFieldError(UnsupportedModalityError):
+    """A query by audio to a recommender with no audio field: nothing could compare it."""
 
 
 class AudioDecodeError(InvalidInputError):

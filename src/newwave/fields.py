@@ -59,6 +59,8 @@ class Field:
     track has no value); left out, it is the field's own name. ``encoders`` is an encoder name, an
     :class:`~newwave.Encoder` or lexical index, or a list of them for a hybrid field.
     ``modality`` defaults to ``"audio"`` for the ``audio`` attribute and ``"text"`` otherwise.
+    ``windows=True`` (audio fields) indexes every window's vector, so that a snippet or a
+    request matches a track's best part rather than its mean (:mod:`newwave.search.windows`).
 
     >>> Field(source="metadata.mood", encoders="minilm").modality
     'text'
@@ -67,6 +69,11 @@ class Field:
     encoders: FieldEncoder | Sequence[FieldEncoder]
     source: Source | None = None
     modality: Modality | None = None
+    windows: bool = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.windows, bool):
+            raise InvalidInputError(f"windows must be True or False, got {self.windows!r}")
 
     def encoder_list(self, field_name: str) -> list[FieldEncoder]:
         """The encoders, as a non-empty list."""

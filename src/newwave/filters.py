@@ -8,6 +8,12 @@ A filter maps keys to conditions; a track matches when every condition holds.
   (``"genre": ["rock", "pop"]``); a dict applies operators, all of which must hold:
   ``==``, ``!=``, ``<``, ``<=``, ``>``, ``>=``, ``in``, ``not in``
   (``"year": {">=": 2000, "<": 2010}``).
+- **Ignoring case**: ``~=``, ``!~=``, ``~in`` and ``not ~in`` are ``==``, ``!=``, ``in`` and
+  ``not in`` with strings compared by their Unicode case folding (``str.casefold``: "MARA
+  LIND" ~= "mara lind", "STRASSE" ~= "straße"); :func:`ignore_case` turns a filter's equality
+  and membership conditions into these (``newwave search --ignore-case``). No index serves
+  them: SQLite folds every string the key has, so they cost time in proportion to the tracks
+  (benchmarks/test_filters.py), where exact equality is an index lookup.
 - **Tags** (and any list-valued metadata) match a condition when one of their items does:
   ``"tags": "jazz"`` keeps tracks tagged jazz.
 - **Missing values**: a track without the key (or with ``None``) matches no condition.
@@ -18,7 +24,8 @@ A filter maps keys to conditions; a track matches when every condition holds.
 Filters run in Python (:func:`compile_filter`) or in SQLite, with the same results, over a table
 of indexed values (:data:`VALUES_SCHEMA`): :func:`filter_values` gives a track's rows,
 :func:`filter_sql` compiles ``where`` to a ``SELECT`` of the matching tracks' rowids, and
-:func:`check_keys` refuses unknown keys with indexed lookups.
+:func:`check_keys` refuses unknown keys with indexed lookups. The SQL of the case-folding
+operators calls ``casefold(text)``, which :func:`add_sql_functions` registers on a connection.
 """
 
 from __future__ import annotations
@@ -27,20 +34,25 @@ import math
 import operator
 import sys
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from newwave.errors import InvalidInputError
 from newwave.types import Track
+
+if TYPE_CHECKING:
+    import sqlite3
 
 __all__ = [
     "OPERATORS",
     "VALUES_SCHEMA",
     "Filter",
     "ValueRow",
+    "add_sql_functions",
     "check_keys",
     "compile_filter",
     "filter_sql",
     "filter_values",
+    "ignore_case",
 ]
 
 Filter = Callable[[Track], bool]
@@ -76,7 +88,11 @@ _COMPARE: dict[str, Callable[[Any, Any], bool]] = {
     ">=": operator.ge,
 }
 #: The operators a condition may use.
-OPERATORS = ("==", "!=", "<", "<=", ">", ">=", "in", "not in")
+OPERATORS = ("==", "!=", "<", "<=", ">", ">=", "in", "not in", "~=", "!~=", "~in", "not ~in")
+#: Each equality or membership operator and its case-folding twin.
+_FOLDING = {"==": "~=", "!=": "!~=", "in": "~in", "not in": "not ~in"}
+_EQUALITY = ("==", "!=", "~=", "!~=")
+_MEMBERSHIP = ("in", "not in", "~in", "not ~in")
 
 # A validated condition: (operator, operand) pairs that must all hold; the operand of "in" and
 # "not in" is a tuple.
@@ -96,6 +112,36 @@ def compile_filter(where: Mapping[str, Any], *, known_keys: Iterable[str] | None
         return all(_any_item(_value(track, key), check) for key, check in checks)
 
     return matches
+
+
+def ignore_case(where: Mapping[str, Any]) -> dict[str, Any]:
+    """``where`` with its equality and membership conditions ignoring case (see above).
+
+    ``{"artist": "mara lind", "year": {">=": 2000}}`` becomes
+    ``{"artist": {"~=": "mara lind"}, "year": {">=": 2000}}``; ranges are kept as they are.
+    """
+    if not isinstance(where, Mapping):
+        raise InvalidInputError(
+            f"where must be a dict of key -> condition, got {type(where).__name__}"
+        )
+    folded: dict[str, Any] = {}
+    for key, condition in where.items():
+        if isinstance(condition, Mapping):
+            folded[key] = {_FOLDING.get(op, op): operand for op, operand in condition.items()}
+        elif isinstance(condition, (list, tuple, set, frozenset)):
+            folded[key] = {"~in": condition}
+        else:
+            folded[key] = {"~=": condition}
+    return folded
+
+
+def add_sql_functions(connection: sqlite3.Connection) -> None:
+    """Register on ``connection`` the SQL functions :func:`filter_sql` may call: ``casefold``."""
+    connection.create_function("casefold", 1, _casefold_sql, deterministic=True)
+
+
+def _casefold_sql(text: Any) -> Any:
+    return text.casefold() if isinstance(text, str) else text
 
 
 def check_keys(
@@ -195,10 +241,10 @@ def _condition(key: str, condition: Any) -> _Operations:
 
 
 def _operation(key: str, op: Any, operand: Any) -> tuple[str, Any]:
-    if op in ("==", "!="):
+    if op in _EQUALITY:
         _check_scalar(key, op, operand)
         return OPERATORS[OPERATORS.index(op)], operand
-    if op in ("in", "not in"):
+    if op in _MEMBERSHIP:
         if not isinstance(operand, (list, tuple, set, frozenset)) or not operand:
             raise InvalidInputError(f"where[{key!r}][{op!r}] needs a non-empty list of values")
         for item in operand:
@@ -245,14 +291,22 @@ def _python_check(operations: _Operations) -> Callable[[Any], bool]:
 
 
 def _python_operation(op: str, operand: Any) -> Callable[[Any], bool]:
-    if op in ("==", "!="):
-        equal = op == "=="
-        return lambda value: (_same_kind(value, operand) and value == operand) is equal
-    if op in ("in", "not in"):
-        inside = op == "in"
-        return lambda value: any(_same_kind(value, o) and value == o for o in operand) is inside
+    if op in _EQUALITY or op in _MEMBERSHIP:
+        options = (operand,) if op in _EQUALITY else operand
+        inside = not op.startswith(("!", "not"))
+        if "~" not in op:
+            return lambda value: any(_same_kind(value, o) and value == o for o in options) is inside
+        folded = [(o, _fold(o)) for o in options]
+        return lambda value: (
+            any(_same_kind(value, o) and _fold(value) == f for o, f in folded) is inside
+        )
     compare = _COMPARE[op]
     return lambda value: _comparable(value, operand) and compare(value, operand)
+
+
+def _fold(value: Any) -> Any:
+    """A string's case folding; other values as they are."""
+    return value.casefold() if isinstance(value, str) else value
 
 
 def _is_number(value: Any) -> bool:
@@ -366,10 +420,10 @@ def _sql_branches(key: str, operations: _Operations) -> list[tuple[str, list[Any
 
 
 def _sql_operation(op: str, operand: Any) -> _KindConditions:
-    if op in ("==", "in"):
-        return _sql_equal_any(operand if op == "in" else (operand,))
-    if op in ("!=", "not in"):
-        equal = _sql_equal_any(operand if op == "not in" else (operand,))
+    if op in _EQUALITY or op in _MEMBERSHIP:
+        equal = _sql_equal_any((operand,) if op in _EQUALITY else operand, fold="~" in op)
+        if not op.startswith(("!", "not")):
+            return equal
         return {
             kind: (None, []) if kind not in equal else (f"NOT ({equal[kind][0]})", equal[kind][1])
             for kind in _KINDS
@@ -387,8 +441,8 @@ def _sql_operation(op: str, operand: Any) -> _KindConditions:
     return {"n": (sql, [num, num, rest or "1"])}
 
 
-def _sql_equal_any(options: Iterable[Any]) -> _KindConditions:
-    """The rows equal to one of ``options``."""
+def _sql_equal_any(options: Iterable[Any], *, fold: bool = False) -> _KindConditions:
+    """The rows equal to one of ``options``; with ``fold``, strings by their case folding."""
     strings: dict[str, None] = {}
     bools: dict[int, None] = {}
     exact: dict[int | float, None] = {}
@@ -399,7 +453,7 @@ def _sql_equal_any(options: Iterable[Any]) -> _KindConditions:
         elif isinstance(option, str):
             # stored strings are plain str (Track converts subclasses); _same_kind wants the type
             if type(option) is str and _storable(option):
-                strings[option] = None
+                strings[option.casefold() if fold else option] = None
         else:
             num, rest = _number(option)
             if rest is None:
@@ -408,7 +462,8 @@ def _sql_equal_any(options: Iterable[Any]) -> _KindConditions:
                 inexact.append((num, rest))
     conditions: _KindConditions = {}
     if strings:
-        conditions["s"] = (f"text IN ({_marks(strings)})", list(strings))
+        text = "casefold(text)" if fold else "text"
+        conditions["s"] = (f"{text} IN ({_marks(strings)})", list(strings))
     if bools:
         conditions["b"] = (f"num IN ({_marks(bools)})", list(bools))
     numbers = [f"num IN ({_marks(exact)}) AND {_REST} = '1'"] if exact else []

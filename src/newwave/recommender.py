@@ -7,6 +7,7 @@ and the :mod:`~newwave.search.searcher` that fuses their rankings into hits.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -24,6 +25,7 @@ from newwave.errors import (
     IndexCorruptError,
     InvalidInputError,
     MissingFileError,
+    NoAudioFieldError,
     TruncatedTextWarning,
     UnknownTrackError,
 )
@@ -49,6 +51,7 @@ from newwave.search.channels import (
     Query,
 )
 from newwave.search.defaults import LEXICAL_WEIGHT, FieldSpec, default_fields
+from newwave.search.names import named_filter
 from newwave.search.personal import Feedback
 from newwave.search.searcher import (
     check_k_and_depth,
@@ -57,9 +60,10 @@ from newwave.search.searcher import (
     fused_hits_many,
     joint_hits,
 )
+from newwave.search.windows import WindowChannel
 from newwave.store.database import Changes
 from newwave.store.library import Library
-from newwave.types import FloatMatrix, Hit, Hits, Ranking, Track
+from newwave.types import AudioInput, FloatMatrix, Hit, Hits, Ranking, Track
 
 __all__ = ["Recommender"]
 
@@ -156,6 +160,10 @@ class Recommender:
                     raise InvalidInputError(f"field {field_name!r} names {encoder.name!r} twice")
                 if isinstance(encoder, LexicalIndex):
                     channels[name] = LexicalChannel(name, field_name, source, modality, encoder)
+                elif spec.windows:
+                    channels[name] = WindowChannel(
+                        name, field_name, source, modality, encoder, self._retriever, dims.get(name)
+                    )
                 else:
                     channels[name] = DenseChannel(
                         name, field_name, source, modality, encoder, self._retriever, dims.get(name)
@@ -230,6 +238,7 @@ class Recommender:
                 modality=channel.modality,
                 model_id=component.model_id,
                 dim=dim,
+                windows=isinstance(channel, WindowChannel),
             )
         # An embedding fuser's weights are saved with the recommender, not referred to by path.
         fuser_options = {} if isinstance(self._fuser, EmbeddingFuser) else self._fuser.get_config()
@@ -279,13 +288,19 @@ class Recommender:
         return self._library.store.vectors(channel, [labels[i] for i in ids], found.dim)
 
     def add(
-        self, tracks: Iterable[Track], *, vectors: Mapping[str, Any] | None = None
+        self,
+        tracks: Iterable[Track],
+        *,
+        vectors: Mapping[str, Any] | None = None,
+        remove: Iterable[str] = (),
     ) -> dict[str, int]:
         """Embed and index ``tracks``; a track whose id is already present is replaced.
 
         Returns how many values were embedded in each channel (0 for unchanged content).
         ``vectors`` gives precomputed vectors for some channels, one row per track (computed
         elsewhere with the channel's own encoder, e.g. on a cluster); those are stored as given.
+        ``remove`` names tracks to remove in the same transaction (an unknown id, or one of
+        ``tracks``, is an error), e.g. those whose files vanished from a scanned folder.
 
         Everything is embedded before anything is written, and then written in one transaction:
         an error (a missing audio file, an unreachable model) leaves the library as it was. A
@@ -293,7 +308,13 @@ class Recommender:
         modification time, with the same model) is not embedded again.
         """
         batch = _check_tracks(tracks)
+        gone = _check_removed(remove, batch)
+        unknown = set(gone).difference(self._library.store.labels(gone))
+        if unknown:  # before anything is embedded; checked again in the transaction
+            raise UnknownTrackError(f"no track with id {min(unknown)!r} to remove")
         if not batch:
+            if gone:
+                self.remove(gone)
             return dict.fromkeys(self.fields, 0)
         if not self._channels:
             self._set_fields(default_fields(batch))
@@ -309,6 +330,7 @@ class Recommender:
                 f"could never be found: {', '.join(map(repr, empty[:5]))}"
             )
         store = self._library.store
+        self._library.check_writable()  # before the embedding, which can take long
         # Embed what changed (by content hash) in every channel before writing anything ...
         embedded = {c.name: self._embed_changed(c, batch, values[c.name], given) for c in channels}
         with self._library.locked():
@@ -317,6 +339,7 @@ class Recommender:
                 done = embedded[channel.name]
                 done.update(self._embed_changed(channel, batch, values[channel.name], given, done))
             with store.transaction() as seq:
+                removed = self._delete(gone)
                 labels = store.put_tracks(batch)
                 written: dict[str, Changes] = {}
                 for channel in channels:
@@ -339,6 +362,10 @@ class Recommender:
                         [],
                     )
                 store.set_meta("config", self.config.model_dump_json())
+            if removed:
+                written = {
+                    name: _with_removed(written.get(name), removed) for name in self._channels
+                }
             self._apply(written, seq)
             self._library.after_write()
         return {name: len(found) for name, found in embedded.items()}
@@ -356,6 +383,11 @@ class Recommender:
                 raise InvalidInputError(
                     f"vectors= names {name!r}, which is not an embedded channel; channels: "
                     f"{', '.join(dense)}"
+                )
+            if isinstance(channel, WindowChannel):
+                raise InvalidInputError(
+                    f"vectors= names {name!r}, a windowed channel: its window vectors are "
+                    "computed by its encoder, not given"
                 )
             checked[name] = as_matrix(matrix, dim=channel.dim, what=f"vectors[{name!r}]")
             if checked[name].shape[0] != rows:
@@ -425,12 +457,15 @@ class Recommender:
         emptied = {label: i for label, i in emptied.items() if store.hashes(channel.name, [label])}
         if emptied:  # a replaced track lost this field
             store.delete_entries(channel.name, emptied)
-        vectors = texts = None
+        vectors = texts = windows = None
         if ids:
             payloads = [found[i][1] for i in ids]
             if isinstance(channel, LexicalChannel):
                 texts = [str(p) for p in payloads]
                 channel.put(store, rows, [found[i][0] for i in ids], texts)
+            elif isinstance(channel, WindowChannel):  # many vectors per track
+                windows = payloads
+                channel.put(store, rows, [found[i][0] for i in ids], windows)
             else:
                 vectors = np.stack(payloads).astype(np.float32)
                 channel.put(store, rows, [found[i][0] for i in ids], vectors)
@@ -441,6 +476,7 @@ class Recommender:
             texts,
             np.array(list(emptied), dtype=np.int64),
             list(emptied.values()),
+            windows=windows,
         )
 
     def _apply(self, written: Mapping[str, Changes], seq: int) -> None:
@@ -461,21 +497,26 @@ class Recommender:
         id_list = [ids] if isinstance(ids, str) else list(ids)
         store = self._library.store
         with self._library.locked():
-            labels = store.labels(id_list)
-            missing = [i for i in id_list if i not in labels]
-            if missing:
-                more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
-                raise UnknownTrackError(f"no track with id {missing[0]!r}{more}")
-            removed = {labels[i]: i for i in dict.fromkeys(id_list)}
-            gone = np.array(list(removed), dtype=np.int64)
             with store.transaction() as seq:
-                for channel in self._channels.values():
-                    store.delete_entries(channel.name, removed)
-                store.delete_tracks(list(removed))
-            nothing = np.zeros(0, dtype=np.int64)
-            changes = Changes(nothing, [], None, None, gone, list(removed.values()))
+                removed = self._delete(id_list)
+            changes = _with_removed(None, removed)
             self._apply(dict.fromkeys(self._channels, changes), seq)
             self._library.after_write()
+
+    def _delete(self, ids: Sequence[str]) -> dict[int, str]:
+        """Delete the tracks ``ids`` in the open transaction; their labels (label -> id)."""
+        store = self._library.store
+        labels = store.labels(ids)
+        missing = [i for i in ids if i not in labels]
+        if missing:
+            more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+            raise UnknownTrackError(f"no track with id {missing[0]!r}{more}")
+        removed = {labels[i]: i for i in dict.fromkeys(ids)}
+        if removed:
+            for channel in self._channels.values():
+                store.delete_entries(channel.name, removed)
+            store.delete_tracks(list(removed))
+        return removed
 
     # -- search -----------------------------------------------------------------------------------
 
@@ -515,8 +556,8 @@ class Recommender:
         query = _check_query(query, stacklevel=3)
         depth = check_k_and_depth(k, depth)
         self._library.refresh()
-        among = self._matching(where)
         parsed = self._rewrite(query) if rewrite else None
+        among = self._matching(named_filter(parsed, where))
         self._check_personal()
         found_hits = personal_search(
             self._library.store,
@@ -546,8 +587,9 @@ class Recommender:
         """:meth:`search` for each of ``queries``, in order: the same hits, found faster.
 
         Each encoder embeds all the queries in one call (in batches) and each channel's index
-        searches them in one call; the store is read once for all of them. Personal search
-        (``user``, ``like``, ``dislike``, ``diversity``) takes one query at a time.
+        searches them in one call (one per distinct filter, when queries name catalogue
+        entities); the store is read once for all of them. Personal search (``user``, ``like``,
+        ``dislike``, ``diversity``) takes one query at a time.
         """
         if isinstance(queries, str) or not isinstance(queries, Sequence):
             raise InvalidInputError(
@@ -563,40 +605,47 @@ class Recommender:
         where: Mapping[str, Any] | None,
         rewrite: bool,
     ) -> list[Hits]:
-        """Search ``queries`` together: one encoder call per encoder, one search per channel."""
+        """Search ``queries`` together: one encoder call per encoder, one search per channel
+        and filter."""
         at = len(queries) > 1  # name a query's place in the errors of a batch
         texts = [_check_query(q, i if at else None, stacklevel=4) for i, q in enumerate(queries)]
         depth = check_k_and_depth(k, depth)
         if not texts:
             return []
         self._library.refresh()
-        among = self._matching(where)
         parsed = [self._rewrite(text) if rewrite else None for text in texts]
         # Demoting unwanted tracks re-ranks all ``depth`` candidates; otherwise ``k`` suffice.
         kept = [depth if p is not None and p.unwanted else k for p in parsed]
         embedded = Queries([t if p is None else p.text for t, p in zip(texts, parsed, strict=True)])
+        # Queries naming catalogue entities ("songs by X") add a filter of their own.
+        filters = [named_filter(p, where) for p in parsed]
+        groups: dict[str, list[int]] = {}
+        for row, found_filter in enumerate(filters):
+            key = json.dumps(found_filter, sort_keys=True, default=str)
+            groups.setdefault(key, []).append(row)
         store = self._library.store
         joint = self._channels.get(JOINT)
-        if isinstance(joint, JointChannel):
-            hits: list[list[Hit]] = [[] for _ in texts]
-            for cut in set(kept):  # the joint index returns ``kept`` tracks, no more
-                rows = [row for row, n in enumerate(kept) if n == cut]
-                some = embedded.take(rows)
-                vectors = joint.query_vectors(some)
-                found = joint.search_many(store, some, cut, among)
-                for i, (row, ranking) in enumerate(zip(rows, found, strict=True)):
-                    own = {name: v[i : i + 1] for name, v in vectors.items()}
-                    hits[row] = joint_hits(store, joint, ranking, own)
-        else:
-            per_channel = {
-                name: channel.search_many(store, embedded, depth, among)
-                for name, channel in self._channels.items()
-                if channel.count
-            }
-            rankings = [
-                {name: found[row] for name, found in per_channel.items()}
-                for row in range(len(texts))
-            ]
+        hits: list[list[Hit]] = [[] for _ in texts]
+        rankings: list[dict[str, Ranking]] = [{} for _ in texts]
+        for rows in groups.values():
+            among = self._matching(filters[rows[0]])
+            group = embedded if len(rows) == len(texts) else embedded.take(rows)
+            if isinstance(joint, JointChannel):
+                for cut in {kept[row] for row in rows}:  # the joint index returns ``kept``
+                    at_cut = [i for i, row in enumerate(rows) if kept[row] == cut]
+                    some = group.take(at_cut)
+                    vectors = joint.query_vectors(some)
+                    found = joint.search_many(store, some, cut, among)
+                    for j, (i, ranking) in enumerate(zip(at_cut, found, strict=True)):
+                        own = {name: v[j : j + 1] for name, v in vectors.items()}
+                        hits[rows[i]] = joint_hits(store, joint, ranking, own)
+                continue
+            for name, channel in self._channels.items():
+                if channel.count and channel.takes(group):
+                    found = channel.search_many(store, group, depth, among)
+                    for row, ranking in zip(rows, found, strict=True):
+                        rankings[row][name] = ranking
+        if not isinstance(joint, JointChannel):
             hits = fused_hits_many(store, self._fuser, rankings, kept)
         found_hits = []
         for each, p in zip(hits, parsed, strict=True):
@@ -614,6 +663,8 @@ class Recommender:
             from newwave.search.fitted_rewriter import fit_rewriter
 
             self._rewriter_fitted_at = fit_rewriter(self._rewriter, self._library)
+            if self._rewriter.reads_names:
+                self._rewriter.fit_names(store.iter_tracks())
         return self._rewriter.rewrite(query)
 
     def similar(
@@ -650,6 +701,53 @@ class Recommender:
             ranking = channel.similar(store, label, track_id, depth, among)
             if ranking is not None:
                 rankings[name] = ranking
+        return Hits(fused_hits(store, self._fuser, rankings, k))
+
+    def search_audio(
+        self,
+        audio: AudioInput,
+        k: int = 10,
+        *,
+        where: Mapping[str, Any] | None = None,
+        depth: int | None = None,
+    ) -> Hits:
+        """The ``k`` tracks that sound most like ``audio`` (query by example), best first.
+
+        ``audio`` is a file path, a ``(samples, sample_rate)`` pair or a
+        :class:`~newwave.types.Waveform`, e.g. a snippet a listener recorded, or a file that is
+        not in the library ("more like this file"). The clip is embedded once by the encoder of
+        each channel of an audio field, each of those channels returns its ``depth`` best
+        tracks, and the fuser combines them as in :meth:`search`; text and lexical channels
+        take no part. ``where`` filters as in :meth:`search`.
+
+        A recommender without an audio field raises :class:`~newwave.errors.NoAudioFieldError`;
+        a missing file :class:`~newwave.errors.MissingFileError`, one that is not audio
+        :class:`~newwave.errors.AudioDecodeError`.
+        """
+        from newwave.search.searcher import audio_query
+
+        depth = check_k_and_depth(k, depth)
+        query = audio_query(audio)
+        if isinstance(self._channels.get(JOINT), JointChannel):
+            raise InvalidInputError(
+                f"the {self._fuser.name!r} fuser searches one joint index of text queries; "
+                "search by audio needs per-channel rankings (a score fuser)"
+            )
+        channels = {n: c for n, c in self._channels.items() if c.takes(query)}
+        if not channels:
+            fields = ", ".join(f"{n} ({c.modality})" for n, c in self._channels.items())
+            raise NoAudioFieldError(
+                f"this recommender has no audio field to compare a clip with (fields: "
+                f"{fields or 'none yet'}); index one, e.g. fields={{'audio': 'musicnn'}}"
+            )
+        self._library.refresh()
+        among = self._matching(where)
+        store = self._library.store
+        rankings = {
+            name: channel.search(store, query, depth, among)
+            for name, channel in channels.items()
+            if channel.count
+        }
         return Hits(fused_hits(store, self._fuser, rankings, k))
 
     # -- feedback and personal search -------------------------------------------------------------
@@ -863,6 +961,7 @@ class Recommender:
         specs: dict[str, list[FieldEncoder]] = {}
         field_sources: dict[str, tuple[str, Any]] = {}
         shared: dict[str, Encoder] = {}  # fields with the same encoder share one (one model)
+        windowed: dict[str, bool] = {}
         for name, saved in config.fields.items():
             key = saved.encoder.model_dump_json()
             encoder = shared.get(key) or load_field_encoder(
@@ -878,6 +977,7 @@ class Recommender:
             field_name = saved.field or name
             specs.setdefault(field_name, []).append(encoder)
             field_sources[field_name] = (saved.source or field_name, saved.modality)
+            windowed[field_name] = saved.windows
         functions = {f for f, (s, _) in field_sources.items() if s == FUNCTION_SOURCE}
         unknown = set(sources) - functions
         if unknown:
@@ -891,7 +991,9 @@ class Recommender:
             source: Source = saved_source
             if saved_source == FUNCTION_SOURCE:
                 source = sources.get(field_name, _function_not_given)
-            fields[field_name] = Field(encoders=encoders, source=source, modality=modality)
+            fields[field_name] = Field(
+                encoders=encoders, source=source, modality=modality, windows=windowed[field_name]
+            )
         if fuser_files is not None:  # an embedding fuser's weights
             fuser = load_fuser(config.fuser.name, fuser_files)
         else:
@@ -929,6 +1031,11 @@ class Recommender:
         fields = ", ".join(f"{f}={e.name}" for f, e in self.fields.items())
         fields = fields or "no fields yet"
         return f"Recommender({len(self)} tracks; {fields}; fuser={self._fuser.name})"
+
+    def _repr_html_(self) -> str:
+        from newwave.tables import recommender_html
+
+        return recommender_html(self)
 
 
 def _field_encoder(
@@ -983,6 +1090,34 @@ def _check_tracks(tracks: Iterable[Track]) -> list[Track]:
             raise InvalidInputError(f"track id {track.id!r} appears twice in one add()")
         seen.add(track.id)
     return batch
+
+
+def _check_removed(ids: Iterable[str], batch: Sequence[Track]) -> list[str]:
+    """The ids of ``add(remove=...)``: strings, none of them also added."""
+    gone = [ids] if isinstance(ids, str) else list(dict.fromkeys(ids))
+    for track_id in gone:
+        if not isinstance(track_id, str):
+            raise InvalidInputError(f"remove takes track ids, got {type(track_id).__name__}")
+    both = {t.id for t in batch}.intersection(gone)
+    if both:
+        raise InvalidInputError(f"track {min(both)!r} is both added and removed")
+    return gone
+
+
+def _with_removed(changes: Changes | None, removed: Mapping[int, str]) -> Changes:
+    """``changes`` (or none) plus the removal of ``removed`` (label -> id)."""
+    gone = np.array(list(removed), dtype=np.int64)
+    if changes is None:
+        nothing = np.zeros(0, dtype=np.int64)
+        return Changes(nothing, [], None, None, gone, list(removed.values()))
+    return Changes(
+        changes.labels,
+        changes.ids,
+        changes.vectors,
+        changes.texts,
+        np.concatenate([changes.removed_labels, gone]),
+        [*changes.removed_ids, *removed.values()],
+    )
 
 
 def _function_not_given(track: Track) -> str | None:

@@ -102,12 +102,17 @@ class Ranking:
 
 @dataclass(frozen=True)
 class Hit:
-    """One search result: the track, its fused ``score``, and the per-field ``scores`` behind it."""
+    """One search result: the track, its fused ``score``, and the per-field ``scores`` behind it.
+
+    ``ranks`` has, for the channels that returned the track, its rank there (1 = that
+    channel's best): scores of different channels are on different scales, ranks are not.
+    """
 
     track: Track
     score: float
     rank: int
     scores: dict[str, float] = field(default_factory=dict)
+    ranks: dict[str, int] = field(default_factory=dict)
 
 
 class Hits(list[Hit]):
@@ -120,3 +125,20 @@ class Hits(list[Hit]):
     def __init__(self, hits: Iterable[Hit] = (), *, query: ParsedQuery | None = None):
         super().__init__(hits)
         self.query = query
+
+    def to_pandas(self) -> Any:
+        """A ``pandas.DataFrame``, one row per hit (see :mod:`newwave.tables`)."""
+        from newwave.tables import hits_to_pandas
+
+        return hits_to_pandas(self)
+
+    def to_arrow(self) -> Any:
+        """A ``pyarrow.Table``, one row per hit (see :mod:`newwave.tables`)."""
+        from newwave.tables import hits_to_arrow
+
+        return hits_to_arrow(self)
+
+    def _repr_html_(self) -> str:
+        from newwave.tables import hits_html
+
+        return hits_html(self, self.query)

@@ -172,3 +172,17 @@ def test_defaults_and_config() -> None:
         "batch_size": 8,
     }
     assert BGEM3Encoder(**config).get_config() == config
+
+
+def test_a_multilingual_hybrid_field_is_one_option_away(encoder: BGEM3Encoder) -> None:
+    """``fields={"tags": ["bm25", "bge-m3"]}``: the dense channel ranks what BM25 cannot read."""
+    from newwave import Recommender, Track
+
+    rec = Recommender(fields={"tags": ["bm25", encoder]})
+    rec.add([Track(id=str(i), tags=tuple(text.split(", "))) for i, text in enumerate(CORPUS)])
+    hits = rec.search("грустная баллада про дождь", k=3)  # no word BM25 knows
+    assert len(hits) == 3
+    dense = [name for name in hits[0].scores if name.startswith("tags:") and "bm25" not in name]
+    assert dense
+    assert all(dense[0] in hit.scores for hit in hits)
+    assert [hit.score for hit in hits] == sorted((hit.score for hit in hits), reverse=True)

@@ -167,7 +167,12 @@ def test_registered_as_an_audio_encoder() -> None:
     assert encoder.modalities == frozenset({"audio"})
     assert encoder.dim == 200
     assert encoder.model_id == "musicnn/MTT_musicnn"
-    assert encoder.get_config() == {"model": "MTT_musicnn", "checkpoint": None, "batch_size": 8}
+    assert encoder.get_config() == {
+        "model": "MTT_musicnn",
+        "checkpoint": None,
+        "batch_size": 8,
+        "window_patches": 3,
+    }
     assert len(encoder.labels) == 50
     assert {"piano", "guitar", "drums", "fast", "slow", "no vocals"} <= set(encoder.labels)
     with pytest.raises(UnsupportedModalityError):
@@ -379,3 +384,31 @@ def test_tags_and_inputs() -> None:
         encoder.tags([str(path)], top_k=0)
     with pytest.raises(InvalidInputError, match="threshold"):
         encoder.tags([str(path)], threshold=2.0)
+
+
+@needs_weights
+def test_window_vectors_are_the_vectors_of_three_patch_stretches() -> None:
+    from newwave.audio import load_audio
+    from newwave.encoders.musicnn import HOP, N_FRAMES
+
+    encoder = MusicnnEncoder(device="cpu")
+    parts = [
+        load_audio(CLIPS / f"{n}.ogg", sample_rate=16000) for n in ("piano-fast-1", "drums-slow-2")
+    ]
+    track = np.concatenate(parts)  # 12 s: 4 patches, so 2 windows of 3 patches
+    (windows,) = encoder.encode_audio_windows([(track, 16000)])
+    assert windows.shape == (2, 200)
+    assert np.linalg.norm(windows, axis=1) == pytest.approx([1.0, 1.0], abs=1e-5)
+    patch = N_FRAMES * HOP  # samples per patch
+    for i, row in enumerate(windows):
+        alone = encoder.encode_audio([(track[i * patch : (i + 3) * patch + HOP], 16000)])[0]
+        assert float(row @ alone) > 0.99  # the same stretch, but for the edges of its spectrogram
+    # a clip shorter than three patches is one window: its encode_audio vector
+    (short,) = encoder.encode_audio_windows([(parts[0], 16000)])
+    assert short == pytest.approx(encoder.encode_audio([(parts[0], 16000)]), abs=1e-5)
+    # tags and vectors from one pass: those of tag_probabilities and encode_audio
+    probabilities, vectors = encoder.tag_probabilities_and_vectors([(parts[1], 16000)])
+    assert probabilities == pytest.approx(encoder.tag_probabilities([(parts[1], 16000)]))
+    assert vectors == pytest.approx(encoder.encode_audio([(parts[1], 16000)]), abs=1e-6)
+    with pytest.raises(InvalidInputError, match="window_patches"):
+        MusicnnEncoder(window_patches=0)

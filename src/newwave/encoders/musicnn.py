@@ -140,7 +140,9 @@ class MusicnnEncoder(Encoder):
     checkpoint (``.index`` and ``.data-00000-of-00001``, as in the ``musicnn`` package) or a
     checkpoint prefix; by default the installed ``musicnn`` package's (install it with
     ``pip install --no-deps 'musicnn==0.1.0'``); ``device``, ``batch_size`` (tracks per batch;
-    their patches run in one forward pass), ``show_progress_bar``.
+    their patches run in one forward pass), ``show_progress_bar``; ``window_patches`` (default
+    3), the length in patches of the windows of :meth:`encode_audio_windows` (a windowed field,
+    :mod:`newwave.search.windows`).
 
     Audio is decoded and averaged to mono at 16 kHz and cut into 3-second log-mel patches
     (:func:`log_mel_patches`). Each patch gets 50 tag probabilities (sigmoid outputs) and a
@@ -166,8 +168,18 @@ class MusicnnEncoder(Encoder):
         device: str | None = None,
         batch_size: int | None = None,
         show_progress_bar: bool | None = None,
+        window_patches: int = 3,
     ) -> None:
         super().__init__(batch_size=batch_size, show_progress_bar=show_progress_bar)
+        if (
+            isinstance(window_patches, bool)
+            or not isinstance(window_patches, int)
+            or window_patches < 1
+        ):
+            raise InvalidInputError(
+                f"window_patches must be a positive integer, got {window_patches!r}"
+            )
+        self.window_patches = window_patches
         if model not in LABELS:
             raise InvalidInputError(f"model must be one of {', '.join(MODELS)}, got {model!r}")
         if checkpoint is not None and not isinstance(checkpoint, (str, os.PathLike)):
@@ -201,7 +213,12 @@ class MusicnnEncoder(Encoder):
         return self._load().source
 
     def get_config(self) -> dict[str, Any]:
-        return {"model": self.model, "checkpoint": self.checkpoint, "batch_size": self.batch_size}
+        return {
+            "model": self.model,
+            "checkpoint": self.checkpoint,
+            "batch_size": self.batch_size,
+            "window_patches": self.window_patches,
+        }
 
     def encode_audio(
         self,
@@ -216,6 +233,48 @@ class MusicnnEncoder(Encoder):
         return super().encode_audio(
             audio, batch_size=batch_size, show_progress_bar=show_progress_bar, on_error=on_error
         )
+
+    def encode_audio_windows(
+        self,
+        audio: Sequence[AudioInput],
+        *,
+        batch_size: int | None = None,
+        on_error: Literal["raise", "skip"] = "raise",
+    ) -> list[FloatMatrix]:
+        """Each input's window vectors, in time order: a ``(windows, 200)`` array per input.
+
+        A window is ``window_patches`` consecutive 3-second patches (default 3: 9 s), one
+        patch apart; its vector is the L2-normalised mean of their penultimate features, what
+        :meth:`encode_audio` gives for that stretch alone. A track of fewer patches is one
+        window, its :meth:`encode_audio` vector. A skipped input (``on_error="skip"``) has no
+        rows. Inputs and errors as for :meth:`encode_audio`.
+        """
+        from newwave._vectors import l2_normalize
+
+        if on_error not in ("raise", "skip"):
+            raise InvalidInputError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+        size = self.batch_size if batch_size is None else batch_size
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise InvalidInputError(f"batch_size must be a positive integer, got {size!r}")
+        items = self._check_audio(audio)
+        self._load()
+        out = [np.zeros((0, self.dim), dtype=np.float32) for _ in items]
+        skipped: list[Skipped] | None = [] if on_error == "skip" else None
+        span = self.window_patches
+        for start in range(0, len(items), size):
+            indices = range(start, min(start + size, len(items)))
+            index, prepared = self._prepare_batch(items, indices, "audio", skipped)
+            if not index:
+                continue
+            features = self.forward_patches(np.concatenate(prepared))[1]
+            bounds = np.cumsum([0, *(len(p) for p in prepared)])
+            for i, (a, b) in zip(index, itertools.pairwise(bounds), strict=True):
+                n = min(span, b - a)
+                sums = np.cumsum(np.concatenate([np.zeros((1, self.dim)), features[a:b]]), axis=0)
+                means = (sums[n:] - sums[:-n]) / n  # each run of n patches, one patch apart
+                out[i] = l2_normalize(np.ascontiguousarray(means, dtype=np.float32))
+        self._warn_skipped("audio", skipped, stacklevel=2)
+        return out
 
     def _prepare(self, item: Any, modality: Modality) -> Any:
         return self.patches(item)
@@ -235,6 +294,27 @@ class MusicnnEncoder(Encoder):
         """Each track's tag probabilities, ``(len(audio), 50)`` in the order of :attr:`labels`:
         the mean over its 3-second patches of the model's sigmoid outputs. A skipped input
         (``on_error="skip"``) gets a row of NaN."""
+        return self._both(audio, batch_size, on_error)[0]
+
+    def tag_probabilities_and_vectors(
+        self,
+        audio: Sequence[AudioInput],
+        *,
+        batch_size: int | None = None,
+        on_error: Literal["raise", "skip"] = "raise",
+    ) -> tuple[FloatMatrix, FloatMatrix]:
+        """:meth:`tag_probabilities` and :meth:`encode_audio` of ``audio`` from one pass of the
+        network: ``(len(audio), 50)`` and ``(len(audio), 200)`` (e.g. to tag tracks and index
+        their audio with ``Recommender.add(tracks, vectors=...)``). A skipped input gets rows
+        of NaN."""
+        from newwave._vectors import l2_normalize
+
+        probabilities, features = self._both(audio, batch_size, on_error)
+        return probabilities, l2_normalize(features)
+
+    def _both(
+        self, audio: Sequence[AudioInput], batch_size: int | None, on_error: str
+    ) -> tuple[FloatMatrix, FloatMatrix]:
         if on_error not in ("raise", "skip"):
             raise InvalidInputError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
         size = self.batch_size if batch_size is None else batch_size
@@ -242,15 +322,16 @@ class MusicnnEncoder(Encoder):
             raise InvalidInputError(f"batch_size must be a positive integer, got {size!r}")
         items = self._check_audio(audio)
         self._load()
-        out = np.full((len(items), len(self.labels)), np.nan, dtype=np.float32)
+        probabilities = np.full((len(items), len(self.labels)), np.nan, dtype=np.float32)
+        features = np.full((len(items), self.dim), np.nan, dtype=np.float32)
         skipped: list[Skipped] | None = [] if on_error == "skip" else None
         for start in range(0, len(items), size):
             indices = range(start, min(start + size, len(items)))
             index, prepared = self._prepare_batch(items, indices, "audio", skipped)
             if index:
-                out[index] = self._forward(prepared)[0]
-        self._warn_skipped("audio", skipped, stacklevel=2)
-        return out
+                probabilities[index], features[index] = self._forward(prepared)
+        self._warn_skipped("audio", skipped, stacklevel=3)
+        return probabilities, features
 
     def tags(
         self,

@@ -12,8 +12,14 @@ from typing import Any
 
 import numpy as np
 
-from newwave.errors import ComponentUnavailableError, IndexCorruptError, InvalidInputError
+from newwave.errors import (
+    ComponentUnavailableError,
+    IndexCorruptError,
+    InvalidInputError,
+    StorageError,
+)
 from newwave.hookspecs import Register, hookimpl
+from newwave.index._faiss_file import check_index_file
 from newwave.index.base import Labels, Retriever
 from newwave.types import FloatMatrix
 
@@ -327,13 +333,18 @@ class FaissRetriever(Retriever):
     # -- persistence -------------------------------------------------------------------------
 
     def _write(self, directory: Path) -> None:
-        _import_faiss().write_index(self._index, str(directory / _INDEX_FILE))
+        path = directory / _INDEX_FILE
+        try:
+            _import_faiss().write_index(self._index, str(path))
+        except RuntimeError as exc:  # FAISS reports a failed write (a full disk) so
+            raise StorageError(f"cannot write {path}: {_first_line(exc)}") from exc
 
     def _read(self, directory: Path) -> int:
         faiss = _import_faiss()
         path = directory / _INDEX_FILE
         if not path.is_file():
             raise IndexCorruptError(f"{directory} is incomplete: {_INDEX_FILE} is missing")
+        check_index_file(path)  # before FAISS allocates what the file's counts claim
         try:
             index = faiss.read_index(str(path))
         except RuntimeError as exc:

@@ -15,7 +15,7 @@ from newwave.query.vocabulary import Concept, Vocabulary, form_key
 if TYPE_CHECKING:
     from newwave.types import Track
 
-__all__ = ["Attribute", "ParsedQuery", "QueryRewriter", "track_text"]
+__all__ = ["Attribute", "Entity", "ParsedQuery", "QueryRewriter", "track_text"]
 
 
 @dataclass(frozen=True)
@@ -37,13 +37,34 @@ class Attribute:
 
 
 @dataclass(frozen=True)
+class Entity:
+    """A name a query mentions: an artist, a track title or an album.
+
+    ``relation`` is ``"by"`` (the query asks for these tracks: "songs by Nina Simone") or
+    ``"like"`` (for tracks like them: "sounds like Daft Punk"). ``span`` covers the lead-in and
+    the name ("sounds like Daft Punk"), ``name_span`` the name. ``in_catalogue``: the catalogue
+    has tracks of this ``field`` and ``name`` (as the catalogue spells it). ``styles`` are the
+    tags that describe the name's music: the commonest tags of its tracks in the catalogue, or
+    those of a well-known artist (empty for a name nobody knows).
+    """
+
+    field: str
+    name: str
+    relation: str
+    span: tuple[int, int]
+    name_span: tuple[int, int]
+    in_catalogue: bool = False
+    styles: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class ParsedQuery:
     """A query rewritten for retrieval: the ``text`` to embed and the structured ``attributes``.
 
     ``text`` is the query without request boilerplate and negated phrases (what plain embedding
     search would otherwise read backwards); it is never empty. ``vocabulary`` is the one the
     attributes came from, used by :meth:`judge`; without one, the attributes' own ``forms`` are
-    the vocabulary.
+    the vocabulary. ``entities`` are the names the query mentions (artists, titles, albums).
     """
 
     original: str
@@ -51,6 +72,7 @@ class ParsedQuery:
     attributes: tuple[Attribute, ...] = ()
     rewriter: str = ""
     vocabulary: Vocabulary | None = field(default=None, repr=False, compare=False)
+    entities: tuple[Entity, ...] = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.original, str) or not isinstance(self.text, str):
@@ -63,6 +85,14 @@ class ParsedQuery:
             span = attribute.span
             if span is not None and not 0 <= span[0] < span[1] <= len(self.original):
                 raise InvalidInputError(f"{attribute} has a span outside the query")
+        for entity in self.entities:
+            if not isinstance(entity, Entity):
+                raise InvalidInputError(f"expected an Entity, got {type(entity).__name__}")
+            if entity.relation not in ("by", "like"):
+                raise InvalidInputError(f"{entity}: relation must be 'by' or 'like'")
+            for span in (entity.span, entity.name_span):
+                if not 0 <= span[0] < span[1] <= len(self.original):
+                    raise InvalidInputError(f"{entity} has a span outside the query")
 
     @property
     def wanted(self) -> tuple[Attribute, ...]:
@@ -167,6 +197,14 @@ class QueryRewriter(ABC):
     def load_fitted_state(self, state: Any) -> None:  # noqa: B027 (only with fitted_state)
         """Take back what :meth:`fitted_state` returned, instead of fitting again; bad input
         raises :class:`~newwave.errors.InvalidInputError`."""
+
+    @property
+    def reads_names(self) -> bool:
+        """Whether :meth:`fit_names` wants the catalogue's tracks (default False)."""
+        return False
+
+    def fit_names(self, tracks: Iterable[Track]) -> None:  # noqa: B027 (optional)
+        """Learn the catalogue's artist, title and album names; called again, it starts over."""
 
     def rewrite(self, query: str) -> ParsedQuery:
         """Parse ``query``; a blank one raises :class:`~newwave.errors.EmptyQueryError`."""

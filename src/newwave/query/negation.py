@@ -28,6 +28,7 @@ negations, and "no other percussion" (after "a cymbal plays") says nothing about
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import NamedTuple
@@ -151,14 +152,24 @@ class _Item(NamedTuple):
     sense: Sense | None = None
 
 
-def _items(tokens: list[Token], vocabulary: Vocabulary) -> list[_Item]:
+def _items(
+    tokens: list[Token], vocabulary: Vocabulary, masked: Sequence[tuple[int, int]] = ()
+) -> list[_Item]:
     """Split the tokens into phrases: vocabulary forms and grammar words, longest first."""
     norms = [t.norm for t in tokens]
     items: list[_Item] = []
     leading = True  # nothing but request phrases so far
     i = 0
     while i < len(tokens):
+        if any(start <= tokens[i].start < end for start, end in masked):
+            items.append(_Item(_Role.WORD, tokens[i].start, tokens[i].end))
+            leading = False
+            i += 1
+            continue
         grammar = _GRAMMAR.match(norms, i)
+        cue = vocabulary.match_cue(norms, i)
+        if cue is not None and (grammar is None or cue > grammar[0]):
+            grammar = (cue, _Role.CUE)
         found = vocabulary.match(norms, i)
         if found is not None and (grammar is None or found[0] > grammar[0]):
             length, sense = found
@@ -205,9 +216,13 @@ def _less_suffixed(word: str, vocabulary: Vocabulary) -> Sense | None:
     return found[1] if found is not None else None
 
 
-def parse(text: str, vocabulary: Vocabulary) -> Parse:
-    """The attributes ``text`` mentions, each negated or not, by the rule in the module doc."""
-    items = _items(tokenize(text), vocabulary)
+def parse(text: str, vocabulary: Vocabulary, *, masked: Sequence[tuple[int, int]] = ()) -> Parse:
+    """The attributes ``text`` mentions, each negated or not, by the rule in the module doc.
+
+    Words starting inside a ``masked`` character span (a name: "Daft Punk") are read as plain
+    words, never as attributes.
+    """
+    items = _items(tokenize(text), vocabulary, masked)
     return _Negation(items).run()
 
 

@@ -13,21 +13,29 @@ import os
 import re
 from collections import Counter
 from collections.abc import Iterable
+from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from newwave.errors import InvalidInputError
 from newwave.hookspecs import Register, hookimpl
 from newwave.query.base import Attribute, ParsedQuery, QueryRewriter
+from newwave.query.entities import EntityIndex
+from newwave.query.languages import LANGUAGES, load_translations
 from newwave.query.negation import has_cue, parse
 from newwave.query.vocabulary import (
     Concept,
+    PhraseTable,
     Vocabulary,
     concepts_from_dict,
     concepts_to_dict,
+    form_key,
     tokenize,
     variants,
 )
+
+if TYPE_CHECKING:
+    from newwave.types import Track
 
 __all__ = ["TAG_KIND", "RuleRewriter", "register_rewriters"]
 
@@ -60,6 +68,18 @@ class RuleRewriter(QueryRewriter):
     adds the catalogue's tags that the vocabulary does not know as attributes of kind ``"tag"``;
     ``max_tag_words`` (default 4): longer tags are not learned; ``min_tag_count`` (default 1):
     tags seen fewer times in what :meth:`fit` is given are not learned.
+
+    ``languages`` (default all of :data:`~newwave.query.languages.LANGUAGES`: Spanish, Russian,
+    German, French, Portuguese) adds those languages' forms of the vocabulary's values and their
+    negation words (:mod:`newwave.query.languages`): a form of another language is embedded as
+    its English value ("relajante" -> "relaxing"), and, in a query with such a form, the request
+    words of those languages ("música", "для") are left out of the text; ``languages=()`` reads
+    English only. ``entities`` (default True) finds artist, title and album names before
+    anything else (:mod:`newwave.query.entities`): the catalogue's, learned by
+    :meth:`fit_names`, and well-known artists'. A name's words are never read as attributes
+    ("Daft Punk" is no punk), and the name with its lead-in ("sounds like") is embedded as the
+    name's styles (the commonest tags of its tracks, or a well-known artist's genres);
+    ``ParsedQuery.entities`` lists them.
     """
 
     name = "rules"
@@ -71,14 +91,28 @@ class RuleRewriter(QueryRewriter):
         learn_tags: bool = True,
         max_tag_words: int = 4,
         min_tag_count: int = 1,
+        languages: Iterable[str] = LANGUAGES,
+        entities: bool = True,
     ):
         for option, number in (("max_tag_words", max_tag_words), ("min_tag_count", min_tag_count)):
             if isinstance(number, bool) or not isinstance(number, int) or number < 1:
                 raise InvalidInputError(f"{option} must be a positive integer, got {number!r}")
         self._vocabulary_path = None if vocabulary is None else str(Path(vocabulary))
-        self._base = Vocabulary.default() if vocabulary is None else Vocabulary.load(vocabulary)
+        translations = load_translations(languages)
+        self.languages = translations.languages
+        if vocabulary is None:
+            self._base, self._foreign = _default_vocabulary(self.languages)
+        else:
+            loaded = Vocabulary.load(vocabulary)
+            self._base = translations.apply(loaded) if self.languages else loaded
+            self._foreign = translations.foreign_keys(loaded)
         self._vocabulary = self._base
         self._learned: list[Concept] = []
+        self._foreign_stop = PhraseTable(
+            dict.fromkeys(map(form_key, translations.stop_words), True)
+        )
+        self.entities = bool(entities)
+        self._names = EntityIndex.shipped() if self.entities else None
         self.learn_tags = bool(learn_tags)
         self.max_tag_words = max_tag_words
         self.min_tag_count = min_tag_count
@@ -133,6 +167,20 @@ class RuleRewriter(QueryRewriter):
         self._learned = learned
         self._vocabulary = self._base.extend(learned) if learned else self._base
 
+    @property
+    def reads_names(self) -> bool:
+        return self.entities
+
+    def fit_names(self, tracks: Iterable[Track]) -> None:
+        """Learn the artist, title and album names of ``tracks`` (with ``entities``)."""
+        if self.entities:
+            self._names = EntityIndex.from_tracks(tracks)
+
+    @property
+    def names(self) -> EntityIndex | None:
+        """The names looked for (None without ``entities``)."""
+        return self._names
+
     def _learnable(self, tag: str) -> bool:
         words = [t.norm for t in tokenize(tag) if t.norm[0].isalnum()]
         if not words or len(words) > self.max_tag_words or all(w in _STOP_WORDS for w in words):
@@ -140,7 +188,8 @@ class RuleRewriter(QueryRewriter):
         return not parse(tag, self._base).mentions and not has_cue(tag)
 
     def _rewrite(self, query: str) -> ParsedQuery:
-        found = parse(query, self._vocabulary)
+        entities = [] if self._names is None else self._names.find(query, self._vocabulary)
+        found = parse(query, self._vocabulary, masked=[e.name_span for e in entities])
         attributes: dict[tuple[str, str, bool], Attribute] = {}
         for mention in found.mentions:
             key = (mention.kind, mention.value, mention.negated)
@@ -152,14 +201,54 @@ class RuleRewriter(QueryRewriter):
                     (mention.start, mention.end),
                     self._vocabulary.forms(mention.kind, mention.value),
                 )
-        removed = sorted([*found.negated_spans, *found.request_spans])
+        removed = [*found.negated_spans, *found.request_spans]
+        added: list[tuple[int, str]] = []  # (where, English words) replacing a removed span
+        # A query with a form of another language is embedded as the English values it names
+        # ("música clásica con violín" -> "classical violin").
+        foreign = any(form_key(query[m.start : m.end]) in self._foreign for m in found.mentions)
+        if foreign:
+            for mention in found.mentions:
+                if not mention.negated:
+                    removed.append((mention.start, mention.end))
+                    added.append((mention.start, mention.value))
+            mentioned = [(m.start, m.end) for m in found.mentions]
+            removed.extend(self._foreign_stop_spans(query, mentioned))
+        for entity in entities:
+            removed.append(entity.span)
+            words = " ".join(entity.styles) or query[slice(*entity.name_span)]
+            added.append((entity.span[0], words))
+        text = _text_without(query, sorted(removed))
+        english = " ".join(dict.fromkeys(words for _, words in sorted(added)))
+        if english:
+            text = f"{english} {text}" if text else english
         return ParsedQuery(
             original=query,
-            text=_text_without(query, removed),
+            text=text or query.strip(),
             attributes=tuple(attributes.values()),
             rewriter=self.name,
             vocabulary=self._vocabulary,
+            entities=tuple(entities),
         )
+
+    def _foreign_stop_spans(
+        self, query: str, mentioned: list[tuple[int, int]]
+    ) -> list[tuple[int, int]]:
+        """The request words of the other languages ("música", "для") outside any mention."""
+        if not len(self._foreign_stop):
+            return []
+        tokens = tokenize(query)
+        norms = [t.norm for t in tokens]
+        spans = []
+        i = 0
+        while i < len(tokens):
+            match = self._foreign_stop.match(norms, i)
+            start = tokens[i].start
+            if match is None or any(s <= start < e for s, e in mentioned):
+                i += 1
+                continue
+            spans.append((start, tokens[i + match[0] - 1].end))
+            i += match[0]
+        return spans
 
     def get_config(self) -> dict[str, Any]:
         config: dict[str, Any] = {}
@@ -171,11 +260,28 @@ class RuleRewriter(QueryRewriter):
             config["max_tag_words"] = self.max_tag_words
         if self.min_tag_count != 1:
             config["min_tag_count"] = self.min_tag_count
+        if self.languages != LANGUAGES:
+            config["languages"] = list(self.languages)
+        if not self.entities:
+            config["entities"] = False
         return config
 
 
+@lru_cache(maxsize=4)
+def _default_vocabulary(
+    languages: tuple[str, ...],
+) -> tuple[Vocabulary, frozenset[tuple[str, ...]]]:
+    """The shipped vocabulary with the forms of ``languages``, and those forms that are not
+    English (built once per process)."""
+    base = Vocabulary.default()
+    if not languages:
+        return base, frozenset()
+    translations = load_translations(languages)
+    return translations.apply(base), translations.foreign_keys(base)
+
+
 def _text_without(query: str, spans: list[tuple[int, int]]) -> str:
-    """``query`` less the (sorted) ``spans``, tidied; the query itself if nothing would be left."""
+    """``query`` less the (sorted) ``spans``, tidied; empty if nothing but stop words is left."""
     if not spans:
         return query.strip()
     pieces = []
@@ -196,7 +302,7 @@ def _text_without(query: str, spans: list[tuple[int, int]]) -> str:
         text = _LEADING.sub("", text).rstrip(" ,;:-\u2013\u2014")
     words = [t.norm for t in tokenize(text) if t.norm[0].isalnum()]
     if all(word in _STOP_WORDS for word in words):
-        return query.strip()
+        return ""
     return text
 
 

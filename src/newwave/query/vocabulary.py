@@ -11,7 +11,8 @@ Values form a hierarchy through ``broader``: "snare" is a kind of "drums", which
 "percussion", so a track that mentions a snare expresses drums, and one that says "no percussion"
 has no drums. ``absent_forms`` are words whose mention says a value is absent ("instrumental":
 no vocals). ``neutral`` phrases contain vocabulary words but mean none of them ("the
-instrumental" of a song with vocals is its backing track).
+instrumental" of a song with vocals is its backing track). ``cues`` are negation words the
+vocabulary adds to the parser's English ones ("ohne", "sin": see :mod:`newwave.query.languages`).
 
 The shipped vocabulary, ``newwave/data/music_vocabulary.json``, is hand-curated general music
 knowledge; :meth:`Vocabulary.load` reads one in the same format.
@@ -24,7 +25,7 @@ import os
 import re
 import unicodedata
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -216,10 +217,16 @@ class Vocabulary:
         *,
         neutral: Iterable[str] = (),
         inflect: Iterable[str] = (),
+        cues: Iterable[str] = (),
     ):
         self._concepts: dict[tuple[str, str], Concept] = {}
         self._inflect = frozenset(inflect)
         self._neutral = tuple(neutral)
+        self._cues = tuple(dict.fromkeys(cues))
+        for cue in self._cues:
+            if not isinstance(cue, str) or not _has_word(cue):
+                raise InvalidInputError(f"negation cue {cue!r} has no words")
+        self._cue_table = PhraseTable(dict.fromkeys((form_key(cue) for cue in self._cues), True))
         for concept in concepts:
             self._check_concept(concept)
             key = (concept.kind, concept.value)
@@ -332,7 +339,8 @@ class Vocabulary:
 
     @classmethod
     def from_dict(cls, data: Any, *, source: str = "vocabulary") -> Vocabulary:
-        """Build from the parsed JSON: ``{"format", "version", "kinds", "inflect", "neutral"}``."""
+        """Build from the parsed JSON: ``{"format", "version", "kinds", "inflect", "neutral"}``
+        and, optionally, ``"cues"``."""
         if not isinstance(data, Mapping) or data.get("format") != _FORMAT:
             raise InvalidInputError(f"{source}: not a {_FORMAT!r} document")
         if data.get("version") != 1:
@@ -350,12 +358,58 @@ class Vocabulary:
             concepts,
             neutral=_strings(data.get("neutral", []), f"{source}: neutral"),
             inflect=_strings(data.get("inflect", []), f"{source}: inflect"),
+            cues=_strings(data.get("cues", []), f"{source}: cues"),
         )
 
     def extend(self, concepts: Iterable[Concept]) -> Vocabulary:
         """A new vocabulary with these concepts added (this one is unchanged)."""
         return Vocabulary(
-            [*self._concepts.values(), *concepts], neutral=self._neutral, inflect=self._inflect
+            [*self._concepts.values(), *concepts],
+            neutral=self._neutral,
+            inflect=self._inflect,
+            cues=self._cues,
+        )
+
+    def with_forms(
+        self,
+        forms: Mapping[tuple[str, str], Iterable[str]],
+        *,
+        absent_forms: Mapping[tuple[str, str], Iterable[str]] | None = None,
+        cues: Iterable[str] = (),
+    ) -> Vocabulary:
+        """A new vocabulary whose concepts have these extra forms, and these extra ``cues``.
+
+        Keys are ``(kind, value)`` of this vocabulary. A form this vocabulary already gives the
+        same meaning is skipped; one it gives another meaning raises
+        :class:`~newwave.errors.InvalidInputError`.
+        """
+        extra = {False: forms, True: absent_forms or {}}
+        added: dict[tuple[str, str], dict[bool, list[str]]] = {}
+        for absent, table in extra.items():
+            for key, new in table.items():
+                if key not in self._concepts:
+                    raise InvalidInputError(f"the vocabulary has no {key[0]} {key[1]!r}")
+                sense = Sense(key[0], key[1], absent)
+                for form in new:
+                    if not isinstance(form, str) or not _has_word(form):
+                        raise InvalidInputError(f"{key[0]} {key[1]!r}: form {form!r} has no words")
+                    if self._table.get(form_key(form), None) != sense:
+                        added.setdefault(key, {False: [], True: []})[absent].append(form)
+        concepts = []
+        for key, concept in self._concepts.items():
+            more = added.get(key)
+            if more is not None:
+                concept = replace(
+                    concept,
+                    forms=(*concept.forms, *more[False]),
+                    absent_forms=(*concept.absent_forms, *more[True]),
+                )
+            concepts.append(concept)
+        return Vocabulary(
+            concepts,
+            neutral=self._neutral,
+            inflect=self._inflect,
+            cues=(*self._cues, *cues),
         )
 
     # -- queries ------------------------------------------------------------------------------
@@ -410,6 +464,16 @@ class Vocabulary:
     def match(self, tokens: Sequence[str], start: int) -> tuple[int, Sense | None] | None:
         """The longest form at ``tokens[start:]``: (its length, its sense or None if neutral)."""
         return self._phrases.match(tokens, start)
+
+    @property
+    def cues(self) -> tuple[str, ...]:
+        """The negation cues this vocabulary adds to the parser's own."""
+        return self._cues
+
+    def match_cue(self, tokens: Sequence[str], start: int) -> int | None:
+        """The length in tokens of the longest of :attr:`cues` at ``tokens[start:]``, if any."""
+        found = self._cue_table.match(tokens, start)
+        return None if found is None else found[0]
 
 
 def _strings(value: Any, where: str) -> list[str]:

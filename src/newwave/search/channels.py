@@ -30,7 +30,7 @@ from newwave.fusion.base import EmbeddingFuser
 from newwave.index.base import Retriever
 from newwave.lexical.base import LexicalIndex
 from newwave.store.database import Changes, Labels, LibraryStore
-from newwave.types import FloatMatrix, Modality, Ranking, Track
+from newwave.types import AudioInput, FloatMatrix, Modality, Ranking, Track
 
 __all__ = ["Channel", "DenseChannel", "JointChannel", "LexicalChannel", "Queries", "Query"]
 
@@ -39,8 +39,15 @@ JOINT = "@joint"
 
 
 class Queries:
-    """Queries' texts, embedded at most once per encoder (in one call for all of them) whatever
-    number of channels use them."""
+    """Queries, embedded at most once per encoder (in one call for all of them) whatever number
+    of channels use them.
+
+    Text queries have ``texts``; a query by example (a :class:`Query` with ``audio``) has audio
+    instead (a file path, a :class:`~newwave.types.Waveform` or ``(samples, rate)``), which the
+    channels of audio fields embed with their encoder's :meth:`~newwave.Encoder.encode_audio`.
+    """
+
+    audio: AudioInput | None = None
 
     def __init__(self, texts: Sequence[str]):
         self.texts = list(texts)
@@ -49,15 +56,23 @@ class Queries:
     def __len__(self) -> int:
         return len(self.texts)
 
+    @property
+    def modality(self) -> Modality:
+        """``"audio"`` for a query by example, else ``"text"``."""
+        return "text" if self.audio is None else "audio"
+
     def vectors(self, encoder: Encoder) -> FloatMatrix:
         """The queries embedded by ``encoder``, (n, dim)."""
         key = id(encoder)
         if key not in self._vectors:
-            self._vectors[key] = encoder.encode_queries(self.texts, show_progress_bar=False)
+            if self.audio is None:
+                self._vectors[key] = encoder.encode_queries(self.texts, show_progress_bar=False)
+            else:
+                self._vectors[key] = encoder.encode_audio([self.audio])
         return self._vectors[key]
 
     def take(self, rows: Sequence[int]) -> Queries:
-        """The queries of ``rows``, sharing the embeddings already made."""
+        """The text queries of ``rows``, sharing the embeddings already made."""
         taken = Queries([self.texts[row] for row in rows])
         at = np.asarray(rows, dtype=np.int64)
         taken._vectors = {key: vectors[at] for key, vectors in self._vectors.items()}
@@ -65,11 +80,12 @@ class Queries:
 
 
 class Query(Queries):
-    """One query's text, embedded at most once per encoder whatever number of channels use it."""
+    """One query: a text, or with ``audio`` a query by example."""
 
-    def __init__(self, text: str):
+    def __init__(self, text: str = "", *, audio: AudioInput | None = None):
         super().__init__([text])
         self.text = text
+        self.audio = audio
 
     def vector(self, encoder: Encoder) -> FloatMatrix:
         """The query embedded by ``encoder``, (1, dim)."""
@@ -167,6 +183,11 @@ class Channel(ABC):
         """Empty the in-memory index (it is then rebuilt from the store)."""
 
     # -- searching --------------------------------------------------------------------------------
+
+    def takes(self, query: Queries) -> bool:
+        """Whether this channel can search ``query``: any text query; a query by audio only in
+        the channels of audio fields, whose encoder embeds audio."""
+        return query.audio is None or self.modality == "audio"
 
     def search(
         self, store: LibraryStore, query: Query, depth: int, among: Labels | None
@@ -270,6 +291,10 @@ class _VectorChannel(Channel):
             rankings.append(Ranking(tuple(i for i, _ in found), tuple(s for _, s in found)))
         return rankings
 
+    def _ranking(self, store: LibraryStore, scores: FloatMatrix, labels: Labels) -> Ranking:
+        """One row of a retriever's answer as a ranking of track ids."""
+        return self._rankings(store, scores[None], labels[None])[0]
+
     def _search_vectors(
         self, store: LibraryStore, vectors: FloatMatrix, depth: int, among: Labels | None
     ) -> list[Ranking]:
@@ -332,6 +357,11 @@ class DenseChannel(_VectorChannel):
         if self.modality == "audio":
             return self.encoder.encode_audio(values)
         return self.encoder.encode_text(values, role="document")
+
+    def takes(self, query: Queries) -> bool:
+        """As :meth:`Channel.takes`, if the encoder embeds the query's modality (an audio-only
+        encoder such as ``musicnn`` takes no text query)."""
+        return super().takes(query) and query.modality in self.encoder.modalities
 
     def search_many(
         self, store: LibraryStore, queries: Queries, depth: int, among: Labels | None

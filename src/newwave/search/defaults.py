@@ -21,6 +21,7 @@ __all__ = [
     "DEFAULT_AUDIO_ENCODER",
     "DEFAULT_TEXT_ENCODER",
     "LEXICAL_WEIGHT",
+    "NAME_FIELDS",
     "UNWANTED_FACTOR",
     "FieldSpec",
     "default_fields",
@@ -30,6 +31,9 @@ FieldSpec: TypeAlias = "FieldEncoder | Sequence[FieldEncoder] | Field"
 
 #: Text fields embedded by default, when the tracks carry them.
 DEFAULT_TEXT_FIELDS = ("description", "tags", "lyrics")
+#: Fields matched by their words (bm25) with ``default_fields(..., names=True)``, as for a music
+#: folder, so that "songs by Mara Lind" finds her: names are not meanings, so not embedded.
+NAME_FIELDS = ("title", "artist", "album")
 DEFAULT_TEXT_ENCODER = "minilm"
 DEFAULT_AUDIO_ENCODER = "clap"
 DEFAULT_LEXICAL_ENCODER = "bm25"
@@ -50,8 +54,12 @@ HYBRID_TEXT_FIELDS = ("tags",)
 UNWANTED_FACTOR = 0.5
 
 
-def default_fields(tracks: list[Track]) -> dict[str, FieldSpec]:
-    """The fields to index for ``tracks`` when none were given: what they carry."""
+def default_fields(tracks: list[Track], *, names: bool = False) -> dict[str, FieldSpec]:
+    """The fields to index for ``tracks`` when none were given: what they carry.
+
+    ``names`` also matches the :data:`NAME_FIELDS` the tracks carry by their words (``bm25``),
+    as ``newwave index`` does for a music folder.
+    """
     fields: dict[str, FieldSpec] = {}
     for name in DEFAULT_TEXT_FIELDS:
         if any(field_value(t, name) for t in tracks):
@@ -59,6 +67,9 @@ def default_fields(tracks: list[Track]) -> dict[str, FieldSpec]:
             fields[name] = (
                 [DEFAULT_LEXICAL_ENCODER, DEFAULT_TEXT_ENCODER] if hybrid else DEFAULT_TEXT_ENCODER
             )
+    for name in NAME_FIELDS if names else ():
+        if any(field_value(t, name) for t in tracks):
+            fields[name] = DEFAULT_LEXICAL_ENCODER
     if any(t.audio for t in tracks):
         audio = _loaded_or_none(DEFAULT_AUDIO_ENCODER)
         if audio is not None:
@@ -81,7 +92,8 @@ def _loaded_or_none(name: str) -> Encoder | None:
     except (ModelNotFoundError, MissingDependencyError, ComponentUnavailableError) as exc:
         warnings.warn(
             f"the tracks' audio is not indexed: the {name!r} encoder cannot load ({exc}). "
-            f"Provide its weights, or choose fields= explicitly.",
+            f"Provide its weights (newwave index: --field audio={name} --option "
+            "audio.model=DIR), or choose the fields yourself (fields=, or --field).",
             stacklevel=4,
         )
         return None

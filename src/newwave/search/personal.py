@@ -334,7 +334,8 @@ def rerank(
         scores["relevance"] = float(relevance[i])
         if user_taste is not None:
             scores["taste"] = float(extra[i])
-        out.append(Hit(track=hits[i].track, score=float(score[i]), rank=rank, scores=scores))
+        track, ranks = hits[i].track, hits[i].ranks
+        out.append(Hit(track=track, score=float(score[i]), rank=rank, scores=scores, ranks=ranks))
     return out
 
 
@@ -394,7 +395,7 @@ def personal_search(
     liked, disliked = _labels_of(store, like, "like"), _labels_of(store, dislike, "dislike")
     rankings: dict[str, Ranking] = {}
     for name, channel in channels.items():
-        if not channel.count:
+        if not channel.count or not channel.takes(query):
             continue
         if isinstance(channel, DenseChannel) and (len(liked) or len(disliked)):
             vector = _rocchio(store, channel, query.vector(channel.encoder), liked, disliked)

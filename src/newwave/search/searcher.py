@@ -6,12 +6,19 @@ from collections.abc import Mapping, Sequence
 
 from newwave.fusion.base import Fuser
 from newwave.query.base import ParsedQuery, track_text
-from newwave.search.channels import JointChannel
+from newwave.search.channels import JointChannel, Query
 from newwave.search.defaults import UNWANTED_FACTOR
 from newwave.store.database import LibraryStore
-from newwave.types import Hit, Ranking
+from newwave.types import AudioInput, Hit, Ranking
 
-__all__ = ["check_k_and_depth", "demote_unwanted", "fused_hits", "fused_hits_many", "joint_hits"]
+__all__ = [
+    "audio_query",
+    "check_k_and_depth",
+    "demote_unwanted",
+    "fused_hits",
+    "fused_hits_many",
+    "joint_hits",
+]
 
 
 def check_k_and_depth(k: int, depth: int | None) -> int:
@@ -24,6 +31,22 @@ def check_k_and_depth(k: int, depth: int | None) -> int:
     if isinstance(depth, bool) or not isinstance(depth, int) or depth < k:
         raise InvalidInputError(f"depth must be an integer >= k ({k}), got {depth!r}")
     return depth
+
+
+def audio_query(audio: AudioInput) -> Query:
+    """A query by example, its input checked (a file must exist) before anything is embedded."""
+    from pathlib import Path
+
+    from newwave.encoders.base import Encoder
+    from newwave.errors import AudioDecodeError, MissingFileError
+
+    (checked,) = Encoder._check_audio([audio])
+    if isinstance(checked, str):
+        if not Path(checked).exists():
+            raise MissingFileError(f"no such file: {checked}")
+        if not Path(checked).is_file():
+            raise AudioDecodeError(f"{checked}: not a regular file")
+    return Query(audio=checked)
 
 
 def fused_hits(
@@ -59,6 +82,7 @@ def fused_hits_many(
     hits = []
     for fused, kept in zip(fused_all, kept_all, strict=True):
         per_channel = {name: r.as_dict() for name, r in kept.items()}
+        places = {name: {i: n for n, i in enumerate(r.ids, start=1)} for name, r in kept.items()}
         hits.append(
             [
                 Hit(
@@ -66,6 +90,7 @@ def fused_hits_many(
                     score=score,
                     rank=rank,
                     scores={n: s[track_id] for n, s in per_channel.items() if track_id in s},
+                    ranks={n: p[track_id] for n, p in places.items() if track_id in p},
                 )
                 for rank, (track_id, score) in enumerate(fused, start=1)
             ]
@@ -107,7 +132,7 @@ def demote_unwanted(hits: list[Hit], parsed: ParsedQuery) -> list[Hit]:
         scored.append((hit.score * UNWANTED_FACTOR if unwanted else hit.score, hit))
     scored.sort(key=lambda item: (-item[0], item[1].rank))
     return [
-        Hit(track=hit.track, score=score, rank=rank, scores=hit.scores)
+        Hit(track=hit.track, score=score, rank=rank, scores=hit.scores, ranks=hit.ranks)
         for rank, (score, hit) in enumerate(scored, start=1)
     ]
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from newwave._storage import fsync_tree, honour_umask, new_directory, read_json, write_json
-from newwave.errors import IndexCorruptError
+from newwave.errors import IndexCorruptError, NewWaveError, StorageError
 
 __all__ = [
     "INDEXES",
@@ -68,8 +68,10 @@ def write_checkpoint(
             home / _MANIFEST,
             {"epoch": epoch, "seq": seq, "directory": folder.name, "files": files},
         )
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(exc, OSError) and not isinstance(exc, NewWaveError):  # a full disk, ...
+            raise StorageError(f"cannot save the index of {channel!r} in {home}: {exc}") from exc
         raise
     for child in home.iterdir():
         if child.is_dir() and child != folder:

@@ -13,6 +13,9 @@ Tables::
              label, id)         saved at an earlier ``seq`` can catch up
     track_values(track, key,    the metadata that ``where=`` filters, one row per value
                  kind, text, num)
+    windows(channel, label,     in a windowed channel (newwave.search.windows), each track's
+            seq, vectors)       window vectors, one after the other (little-endian float32);
+                                created when first written
     feedback(user, track,       listeners' feedback (like, dislike, skip, play), one row per
              event, at, value,  event: ``at`` in Unix seconds, ``value`` the seconds played,
              weight)            ``weight`` the caller's own (see newwave.search.personal);
@@ -27,6 +30,7 @@ Readers never block the writer nor see a half-written state (WAL); one process w
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 import uuid
@@ -46,7 +50,7 @@ from newwave.errors import (
     StorageError,
     UnknownTrackError,
 )
-from newwave.filters import check_keys, filter_sql, filter_values
+from newwave.filters import add_sql_functions, check_keys, filter_sql, filter_values
 from newwave.types import FloatMatrix, Track
 
 __all__ = ["DATABASE", "FORMAT", "Changes", "LibraryStore", "Labels"]
@@ -108,6 +112,17 @@ CREATE TABLE IF NOT EXISTS feedback (
 CREATE INDEX IF NOT EXISTS feedback_by_user ON feedback (user, at);
 """
 
+_WINDOWS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS windows (
+    channel TEXT NOT NULL,
+    label INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    vectors BLOB NOT NULL,
+    PRIMARY KEY (channel, label)
+);
+CREATE INDEX IF NOT EXISTS windows_by_seq ON windows (channel, seq);
+"""
+
 FeedbackRow = tuple[str, str, str, float, "float | None", "float | None"]
 """A stored feedback event: (user, track, event, at, value, weight)."""
 
@@ -122,6 +137,7 @@ class Changes:
     texts: list[str] | None  # lexical channels
     removed_labels: Labels
     removed_ids: list[str]
+    windows: list[FloatMatrix] | None = None  # windowed channels: each written row's windows
 
 
 class LibraryStore:
@@ -141,10 +157,17 @@ class LibraryStore:
                 target, isolation_level=None, check_same_thread=False, timeout=60.0
             )
             self._db.execute("PRAGMA foreign_keys = OFF")
+            add_sql_functions(self._db)
             if path is not None:
                 self._db.execute("PRAGMA journal_mode = WAL")
                 self._db.execute("PRAGMA synchronous = NORMAL")
         except sqlite3.DatabaseError as exc:
+            if path is not None and not all(os.access(p, os.W_OK) for p in (path, path.parent)):
+                raise StorageError(
+                    f"{path.parent} is read-only: newwave writes to a library's folder and "
+                    f"database even to search it (SQLite's write-ahead log); make them writable, "
+                    f"or copy the library ({exc})"
+                ) from exc
             raise self._corrupt(exc) from exc
         self._lock = threading.RLock()
         self._in_transaction = False
@@ -187,7 +210,9 @@ class LibraryStore:
     def _name(self) -> str:
         return str(self.path) if self.path is not None else "the in-memory library"
 
-    def _corrupt(self, exc: sqlite3.DatabaseError) -> IndexCorruptError:
+    def _corrupt(self, exc: sqlite3.DatabaseError) -> IndexCorruptError | StorageError:
+        if _cannot_write(exc):
+            return StorageError(f"cannot write {self._name}: {exc}")
         return IndexCorruptError(
             f"{self._name} cannot be read ({exc}); if it is damaged, restore it from a backup"
         )
@@ -202,7 +227,7 @@ class LibraryStore:
                 message = str(exc)
                 if "locked" in message or "busy" in message:
                     raise LibraryLockedError(f"{self._name} is busy: {message}") from exc
-                if "full" in message or "readonly" in message or "read-only" in message:
+                if _cannot_write(exc):
                     raise StorageError(f"cannot write {self._name}: {message}") from exc
                 raise self._corrupt(exc) from exc
             except sqlite3.DatabaseError as exc:
@@ -531,6 +556,11 @@ class LibraryStore:
                     f"DELETE FROM entries WHERE channel = ? AND label IN ({_marks(present)})",
                     [channel, *present],
                 )
+                if self._has_table("windows"):
+                    self._db.execute(
+                        f"DELETE FROM windows WHERE channel = ? AND label IN ({_marks(present)})",
+                        [channel, *present],
+                    )
                 self._db.executemany(
                     "INSERT INTO removals VALUES (?, ?, ?, ?)",
                     ((seq, channel, label, removed[label]) for label in present),
@@ -647,6 +677,98 @@ class LibraryStore:
                 return
             first, last = False, rows[-1][0]
 
+    # -- window vectors (windowed channels) --------------------------------------------------
+
+    def put_windows(
+        self, channel: str, labels: Sequence[int], windows: Sequence[FloatMatrix]
+    ) -> None:
+        """Insert or replace the window vectors of ``labels`` in ``channel`` (each a
+        ``(windows, dim)`` array); inside the transaction that writes their entries. A library
+        written before windowed channels existed gets its table here (the migration)."""
+        self._require_transaction()
+        seq = self.seq
+        with self._guard():
+            if not self._has_table("windows"):
+                for statement in _WINDOWS_SCHEMA.split(";"):
+                    if statement.strip():
+                        self._db.execute(statement)
+            self._db.executemany(
+                "INSERT INTO windows VALUES (?, ?, ?, ?) ON CONFLICT (channel, label) DO UPDATE "
+                "SET seq = excluded.seq, vectors = excluded.vectors",
+                (
+                    (channel, int(label), seq, np.ascontiguousarray(rows, dtype="<f4").tobytes())
+                    for label, rows in zip(labels, windows, strict=True)
+                ),
+            )
+
+    def windows(self, channel: str, labels: Sequence[int], dim: int) -> dict[int, FloatMatrix]:
+        """The stored window vectors of each of ``labels`` that ``channel`` holds."""
+        found: dict[int, FloatMatrix] = {}
+        for chunk in _chunks([int(label) for label in labels]):
+            with self._guard():
+                if not self._has_table("windows"):
+                    return found
+                rows = self._db.execute(
+                    "SELECT label, vectors FROM windows "
+                    f"WHERE channel = ? AND label IN ({_marks(chunk)})",
+                    [channel, *chunk],
+                ).fetchall()
+            for label, blob in rows:
+                found[label] = self._windows(blob, dim, channel, label)
+        return found
+
+    def window_changes(self, channel: str, since: int, *, dim: int) -> Iterator[Changes]:
+        """What a windowed ``channel`` lost and gained after transaction ``since``, in blocks,
+        as :meth:`changes` (the first block carries every removal), with ``windows`` set."""
+        with self._guard():
+            removed = self._db.execute(
+                "SELECT label, id FROM removals WHERE channel = ? AND seq > ? ORDER BY seq",
+                (channel, since),
+            ).fetchall()
+            present = self._has_table("windows")
+        nothing = np.zeros(0, dtype=np.int64)
+        removed_labels = np.array([label for label, _ in removed], dtype=np.int64)
+        removed_ids = [track_id for _, track_id in removed]
+        last, first, block = 0, True, max(1, _BLOCK // 100)  # a track has many windows
+        while True:
+            rows: list[Any] = []
+            if present:
+                with self._guard():
+                    rows = self._db.execute(
+                        "SELECT w.label, t.id, w.vectors FROM windows AS w "
+                        "JOIN tracks AS t ON t.label = w.label WHERE w.channel = ? AND w.seq > ? "
+                        "AND w.label > ? ORDER BY w.label LIMIT ?",
+                        (channel, since, last, block),
+                    ).fetchall()
+            if not rows and not first:
+                return
+            yield Changes(
+                np.array([row[0] for row in rows], dtype=np.int64),
+                [row[1] for row in rows],
+                None,
+                None,
+                removed_labels if first else nothing,
+                removed_ids if first else [],
+                windows=[self._windows(row[2], dim, channel, row[0]) for row in rows],
+            )
+            if not rows:
+                return
+            first, last = False, rows[-1][0]
+
+    def _windows(self, blob: bytes, dim: int, channel: str, label: int) -> FloatMatrix:
+        if not isinstance(blob, bytes) or not blob or len(blob) % (4 * dim):
+            raise IndexCorruptError(
+                f"{self._name}: the {channel!r} windows of track row {label} are not rows of "
+                f"{dim} floats"
+            )
+        return np.frombuffer(blob, dtype="<f4").reshape(-1, dim)
+
+    def _has_table(self, name: str) -> bool:
+        row = self._db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)
+        ).fetchone()
+        return row is not None
+
     def pending(self, channel: str, since: int) -> int:
         """How many rows ``channel`` wrote or removed after transaction ``since``."""
         with self._guard():
@@ -756,3 +878,25 @@ def _chunks(values: list[Any]) -> Iterator[list[Any]]:
 
 def _marks(values: Sequence[Any]) -> str:
     return ", ".join("?" * len(values))
+
+
+#: SQLite's result codes for a write the file system refused (a full disk, a file size limit,
+#: read-only files), as opposed to a damaged database.
+_WRITE_FAILURES = (
+    "SQLITE_FULL",
+    "SQLITE_READONLY",
+    "SQLITE_IOERR_WRITE",
+    "SQLITE_IOERR_FSYNC",
+    "SQLITE_IOERR_DIR_FSYNC",
+    "SQLITE_IOERR_TRUNCATE",
+    "SQLITE_IOERR_SHMSIZE",
+)
+
+
+def _cannot_write(exc: sqlite3.Error) -> bool:
+    """Whether SQLite failed because the file system refused a write."""
+    name = getattr(exc, "sqlite_errorname", "")  # Python 3.11+
+    if name:
+        return any(name == code or name.startswith(code + "_") for code in _WRITE_FAILURES)
+    message = str(exc)
+    return "full" in message or "readonly" in message or "read-only" in message

@@ -4,6 +4,7 @@ its channels' in-memory indexes (loading checkpoints, catching up, saving checkp
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -103,6 +104,23 @@ class Library:
         except (LibraryLockedError, StorageError, OSError):
             return False
         return True
+
+    def check_writable(self) -> None:
+        """Raise :class:`StorageError` if the files a write needs are read-only (checked before
+        the work that precedes a write, such as embedding). A read-only file system counts."""
+        if self.root is None:
+            return
+        indexes = self.root / INDEXES
+        needed = [self.root, self.root / DATABASE, self.root / LOCK_FILE, indexes]
+        needed += [self.root / f"{DATABASE}{suffix}" for suffix in ("-wal", "-shm")]
+        if indexes.is_dir():
+            needed += [path for path in indexes.iterdir() if path.is_dir()]
+        for path in needed:
+            if path.exists() and not os.access(path, os.W_OK):
+                raise StorageError(
+                    f"{path} is read-only: the library {self.root} cannot be written (make its "
+                    "folder and files writable, or copy it)"
+                )
 
     def after_write(self) -> None:
         """Save the indexes that changed enough, and fold the write-ahead log into the file."""
