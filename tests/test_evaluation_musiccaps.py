@@ -348,7 +348,7 @@ def test_request_for_seeds_with_the_clip_id(table: Path) -> None:
 
 
 class _Recording(Recommender):
-    """A Recommender that notes the fields it is given and every search's text and rewrite."""
+    """A Recommender that notes the fields it is given and every query's text and rewrite."""
 
     made: ClassVar[list[Any]] = []
     searched: ClassVar[list[tuple[str, bool]]] = []
@@ -360,6 +360,10 @@ class _Recording(Recommender):
     def search(self, query: str, **options: Any) -> Hits:
         _Recording.searched.append((query, options["rewrite"]))
         return super().search(query, **options)
+
+    def search_many(self, queries: Any, **options: Any) -> list[Hits]:
+        _Recording.searched.extend((query, options["rewrite"]) for query in queries)
+        return super().search_many(queries, **options)
 
 
 @pytest.fixture

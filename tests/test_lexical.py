@@ -504,3 +504,9 @@ def test_any_history_round_trips(ops: list[tuple[str, Any]]) -> None:
     assert loaded.ids() == index.ids()
     for query in WORDS:
         assert list(loaded.search([query], 8)[0]) == list(index.search([query], 8)[0])
+
+
+def test_the_analyzer_drops_scikit_learns_english_stop_words() -> None:
+    from newwave.lexical.base import _stop_words
+
+    assert _stop_words() == ENGLISH_STOP_WORDS  # a copy: pinned with the analyzer's version

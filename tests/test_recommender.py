@@ -245,3 +245,15 @@ def test_a_too_long_document_is_named_by_track_and_field(rec: Recommender) -> No
     ):
         rec.add([Track(id="long", description="a" * 30)])
     assert "long" not in rec
+
+
+def test_a_loaded_library_shares_one_encoder_between_fields_that_name_the_same(
+    keyword_plugin: None, tmp_path: Path
+) -> None:
+    title = KeywordEncoder(dim=32)
+    rec = Recommender({"description": "keyword", "tags": ["bm25", "keyword"], "title": title})
+    rec.add([Track(id="a", title="A", description="soft piano", tags=["piano"])])
+    rec.save(tmp_path / "lib")
+    fields = Recommender.load(tmp_path / "lib").fields
+    assert fields["description"] is fields["tags:keyword"]  # one model, one query embedding
+    assert fields["title"] is not fields["description"]  # other options: its own

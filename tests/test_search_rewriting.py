@@ -111,3 +111,46 @@ def test_a_huge_query_is_cut_before_it_is_read() -> None:
         hits = rec.search("solo piano " + "x" * 999_999, k=1)
     assert hits.query is not None
     assert len(hits.query.original) == MAX_QUERY_CHARS
+
+
+def test_a_library_keeps_its_fitted_rewriter_until_the_catalogue_changes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from newwave.search.fitted_rewriter import META_KEY
+
+    rec = Recommender({"description": "keyword"})
+    rec.add([*TRACKS, Track(id="x", description="glassy textures", tags=["glitchcore"])])
+    rec.save(tmp_path / "lib")
+    first = Recommender.load(tmp_path / "lib")
+    assert first.search("glitchcore", k=1).query.wanted[0].value == "glitchcore"  # type: ignore[union-attr]
+    stored = first._library.store.meta(META_KEY)
+    assert stored is not None
+    assert "glitchcore" in stored
+
+    fits: list[int] = []
+    monkeypatch.setattr(RuleRewriter, "fit", lambda self, tags: fits.append(1))
+    again = Recommender.load(tmp_path / "lib")
+    hits = again.search("some glitchcore please", k=1)
+    assert fits == []  # read from the library, not fitted
+    assert [(a.kind, a.value) for a in hits.query.wanted] == [("tag", "glitchcore")]  # type: ignore[union-attr]
+    again.add([Track(id="y", description="bright", tags=["hyperpop"])])
+    again.search("hyperpop", k=1)
+    assert fits == [1]  # the catalogue changed: fitted again
+
+
+def test_a_damaged_fitted_rewriter_is_fitted_again(tmp_path: Path) -> None:
+    from newwave.search.fitted_rewriter import META_KEY
+
+    rec = Recommender({"description": "keyword"})
+    rec.add([*TRACKS, Track(id="x", description="glassy textures", tags=["glitchcore"])])
+    rec.save(tmp_path / "lib")
+    Recommender.load(tmp_path / "lib").search("glitchcore", k=1)
+    loaded = Recommender.load(tmp_path / "lib")
+    store = loaded._library.store
+    text = store.meta(META_KEY)
+    assert text is not None
+    with store.transaction(catalogue=False):
+        store.set_meta(META_KEY, text.replace('"forms"', '"frms"'))
+    hits = loaded.search("some glitchcore please", k=1)
+    assert [(a.kind, a.value) for a in hits.query.wanted] == [("tag", "glitchcore")]  # type: ignore[union-attr]
+    assert '"forms"' in (store.meta(META_KEY) or "")  # replaced by a good one

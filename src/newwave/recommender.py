@@ -7,6 +7,7 @@ and the :mod:`~newwave.search.searcher` that fuses their rankings into hits.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -46,16 +47,23 @@ from newwave.search.channels import (
     DenseChannel,
     JointChannel,
     LexicalChannel,
+    Queries,
     Query,
 )
 from newwave.search.defaults import LEXICAL_WEIGHT, FieldSpec, default_fields
 from newwave.search.names import named_filter
 from newwave.search.personal import Feedback
-from newwave.search.searcher import check_k_and_depth, demote_unwanted, fused_hits, joint_hits
+from newwave.search.searcher import (
+    check_k_and_depth,
+    demote_unwanted,
+    fused_hits,
+    fused_hits_many,
+    joint_hits,
+)
 from newwave.search.windows import WindowChannel
 from newwave.store.database import Changes
 from newwave.store.library import Library
-from newwave.types import AudioInput, FloatMatrix, Hits, Ranking, Track
+from newwave.types import AudioInput, FloatMatrix, Hit, Hits, Ranking, Track
 
 __all__ = ["Recommender"]
 
@@ -542,57 +550,110 @@ class Recommender:
         (``Hit.scores["taste"]``); ``like``/``dislike`` (track ids) refine the query per
         channel (Rocchio); ``diversity`` in [0, 1] spreads the hits (MMR).
         """
-        if not isinstance(query, str):
-            raise InvalidInputError(f"query must be a str, got {type(query).__name__}")
-        if not query.strip():
-            raise EmptyQueryError("query is empty")
-        if len(query) > MAX_QUERY_CHARS:  # no encoder sees more; the rewriter need not read it
-            warnings.warn(
-                TruncatedTextWarning("recommender", [(0, len(query), MAX_QUERY_CHARS)]),
-                stacklevel=2,
-            )
-            query = query[:MAX_QUERY_CHARS]
+        if not (user is not None or like or dislike or diversity):
+            return self._search_many([query], k, depth, where, rewrite)[0]
+        from newwave.search.personal import check_diversity, personal_search
+
+        query = _check_query(query, stacklevel=3)
         depth = check_k_and_depth(k, depth)
         self._library.refresh()
         parsed = self._rewrite(query) if rewrite else None
         among = self._matching(named_filter(parsed, where))
+        self._check_personal()
+        found_hits = personal_search(
+            self._library.store,
+            self._channels,
+            self._fuser,
+            Query(query if parsed is None else parsed.text),
+            parsed,
+            k=k,
+            depth=depth,
+            among=among,
+            events=None if user is None else self._events(user),
+            like=like,
+            dislike=dislike,
+            diversity=check_diversity(diversity),
+        )
+        return Hits(found_hits, query=parsed)
+
+    def search_many(
+        self,
+        queries: Sequence[str],
+        *,
+        k: int = 10,
+        depth: int | None = None,
+        where: Mapping[str, Any] | None = None,
+        rewrite: bool = True,
+    ) -> list[Hits]:
+        """:meth:`search` for each of ``queries``, in order: the same hits, found faster.
+
+        Each encoder embeds all the queries in one call (in batches) and each channel's index
+        searches them in one call (one per distinct filter, when queries name catalogue
+        entities); the store is read once for all of them. Personal search (``user``, ``like``,
+        ``dislike``, ``diversity``) takes one query at a time.
+        """
+        if isinstance(queries, str) or not isinstance(queries, Sequence):
+            raise InvalidInputError(
+                f"queries must be a sequence of str, got {type(queries).__name__}"
+            )
+        return self._search_many(queries, k, depth, where, rewrite)
+
+    def _search_many(
+        self,
+        queries: Sequence[str],
+        k: int,
+        depth: int | None,
+        where: Mapping[str, Any] | None,
+        rewrite: bool,
+    ) -> list[Hits]:
+        """Search ``queries`` together: one encoder call per encoder, one search per channel
+        and filter."""
+        at = len(queries) > 1  # name a query's place in the errors of a batch
+        texts = [_check_query(q, i if at else None, stacklevel=4) for i, q in enumerate(queries)]
+        depth = check_k_and_depth(k, depth)
+        if not texts:
+            return []
+        self._library.refresh()
+        parsed = [self._rewrite(text) if rewrite else None for text in texts]
         # Demoting unwanted tracks re-ranks all ``depth`` candidates; otherwise ``k`` suffice.
-        kept = depth if parsed is not None and parsed.unwanted else k
-        embedded = Query(query if parsed is None else parsed.text)
+        kept = [depth if p is not None and p.unwanted else k for p in parsed]
+        embedded = Queries([t if p is None else p.text for t, p in zip(texts, parsed, strict=True)])
+        # Queries naming catalogue entities ("songs by X") add a filter of their own.
+        filters = [named_filter(p, where) for p in parsed]
+        groups: dict[str, list[int]] = {}
+        for row, found_filter in enumerate(filters):
+            key = json.dumps(found_filter, sort_keys=True, default=str)
+            groups.setdefault(key, []).append(row)
         store = self._library.store
         joint = self._channels.get(JOINT)
-        if user is not None or like or dislike or diversity:
-            from newwave.search.personal import check_diversity, personal_search
-
-            self._check_personal()
-            found_hits = personal_search(
-                store,
-                self._channels,
-                self._fuser,
-                embedded,
-                parsed,
-                k=k,
-                depth=depth,
-                among=among,
-                events=None if user is None else self._events(user),
-                like=like,
-                dislike=dislike,
-                diversity=check_diversity(diversity),
-            )
-            return Hits(found_hits, query=parsed)
-        if isinstance(joint, JointChannel):
-            found = joint.search(store, embedded, kept, among)
-            hits = joint_hits(store, joint, found, joint.query_vectors(embedded))
-        else:
-            rankings = {
-                name: channel.search(store, embedded, depth, among)
-                for name, channel in self._channels.items()
-                if channel.count and channel.takes(embedded)
-            }
-            hits = fused_hits(store, self._fuser, rankings, kept)
-        if parsed is not None and parsed.unwanted:
-            hits = demote_unwanted(hits, parsed)
-        return Hits(hits[:k], query=parsed)
+        hits: list[list[Hit]] = [[] for _ in texts]
+        rankings: list[dict[str, Ranking]] = [{} for _ in texts]
+        for rows in groups.values():
+            among = self._matching(filters[rows[0]])
+            group = embedded if len(rows) == len(texts) else embedded.take(rows)
+            if isinstance(joint, JointChannel):
+                for cut in {kept[row] for row in rows}:  # the joint index returns ``kept``
+                    at_cut = [i for i, row in enumerate(rows) if kept[row] == cut]
+                    some = group.take(at_cut)
+                    vectors = joint.query_vectors(some)
+                    found = joint.search_many(store, some, cut, among)
+                    for j, (i, ranking) in enumerate(zip(at_cut, found, strict=True)):
+                        own = {name: v[j : j + 1] for name, v in vectors.items()}
+                        hits[rows[i]] = joint_hits(store, joint, ranking, own)
+                continue
+            for name, channel in self._channels.items():
+                if channel.count and channel.takes(group):
+                    found = channel.search_many(store, group, depth, among)
+                    for row, ranking in zip(rows, found, strict=True):
+                        rankings[row][name] = ranking
+        if not isinstance(joint, JointChannel):
+            hits = fused_hits_many(store, self._fuser, rankings, kept)
+        found_hits = []
+        for each, p in zip(hits, parsed, strict=True):
+            if p is not None and p.unwanted:
+                each = demote_unwanted(each, p)
+            found_hits.append(Hits(each[:k], query=p))
+        return found_hits
 
     def _rewrite(self, query: str) -> ParsedQuery | None:
         """The rewriter's reading of ``query``, fitted to the catalogue's tags first if stale."""
@@ -600,11 +661,11 @@ class Recommender:
             return None
         store = self._library.store
         if self._rewriter_fitted_at != store.seq:
-            counts = store.tag_counts()
-            self._rewriter.fit(tag for tag, n in counts.items() for _ in range(n))
+            from newwave.search.fitted_rewriter import fit_rewriter
+
+            self._rewriter_fitted_at = fit_rewriter(self._rewriter, self._library)
             if self._rewriter.reads_names:
                 self._rewriter.fit_names(store.iter_tracks())
-            self._rewriter_fitted_at = store.seq
         return self._rewriter.rewrite(query)
 
     def similar(
@@ -900,9 +961,15 @@ class Recommender:
         sources = dict(sources or {})
         specs: dict[str, list[FieldEncoder]] = {}
         field_sources: dict[str, tuple[str, Any]] = {}
+        shared: dict[str, Encoder] = {}  # fields with the same encoder share one (one model)
         windowed: dict[str, bool] = {}
         for name, saved in config.fields.items():
-            encoder = load_field_encoder(saved.encoder.name, **saved.encoder.options)
+            key = saved.encoder.model_dump_json()
+            encoder = shared.get(key) or load_field_encoder(
+                saved.encoder.name, **saved.encoder.options
+            )
+            if isinstance(encoder, Encoder):
+                shared[key] = encoder
             if saved.model_id is not None and encoder.model_id != saved.model_id:
                 raise IndexCorruptError(
                     f"field {name!r} was indexed with model {saved.model_id!r}, but its "
@@ -993,6 +1060,22 @@ def _parse_config(text: str, library: Library) -> RecommenderConfig:
         return RecommenderConfig.from_json(text)
     except InvalidInputError as exc:
         raise IndexCorruptError(f"{library.root} has an invalid config: {exc}") from exc
+
+
+def _check_query(query: object, at: int | None = None, *, stacklevel: int) -> str:
+    """``query`` checked, cut to :data:`MAX_QUERY_CHARS`; ``at``: its place in a batch."""
+    where = "" if at is None else f" (query {at})"
+    if not isinstance(query, str):
+        raise InvalidInputError(f"query must be a str, got {type(query).__name__}{where}")
+    if not query.strip():
+        raise EmptyQueryError(f"query is empty{where}")
+    if len(query) > MAX_QUERY_CHARS:  # no encoder sees more; the rewriter need not read it
+        warnings.warn(
+            TruncatedTextWarning("recommender", [(at or 0, len(query), MAX_QUERY_CHARS)]),
+            stacklevel=stacklevel,
+        )
+        query = query[:MAX_QUERY_CHARS]
+    return query
 
 
 def _check_tracks(tracks: Iterable[Track]) -> list[Track]:

@@ -129,6 +129,22 @@ def test_window_boundary(encoder: MiniLMEncoder, reference) -> None:
     assert _cos(two, reference(over)) < 0.9999  # two windows: not the truncation
 
 
+def test_max_tokens_embeds_the_start_of_a_long_text(model_dir: Path, reference) -> None:
+    capped = MiniLMEncoder(model=str(model_dir), device="cpu", max_tokens=254)
+    text = HEAD * 7 + TAIL * 7  # three windows or more
+    (vector,) = capped.encode_text([text])
+    np.testing.assert_allclose(vector, reference(text), atol=1e-6)  # sentence-transformers' cut
+    short = "a short line of lyrics"
+    np.testing.assert_allclose(capped.encode_text([short])[0], reference(short), atol=1e-6)
+    two = MiniLMEncoder(model=str(model_dir), device="cpu", max_tokens=300)
+    head = reference.tokenizer.decode(_content_ids(reference, text)[:300])
+    np.testing.assert_allclose(
+        two.encode_text([text])[0], two.encode_text([head])[0], atol=1e-6
+    )  # 300 tokens: two windows of the text's start
+    assert _cos(two.encode_text([text])[0], vector) < 0.9999
+    assert two.get_config()["max_tokens"] == 300
+
+
 def test_short_text_equals_the_single_pass(encoder: MiniLMEncoder, reference) -> None:
     (vector,) = encoder.encode_text(["a short line of lyrics"])
     np.testing.assert_allclose(vector, reference("a short line of lyrics"), atol=1e-6)
@@ -187,6 +203,9 @@ def test_config_rebuilds_without_loading() -> None:
         {"dtype": "float16", "device": "cpu"},
         {"model": ""},
         {"batch_size": 0},
+        {"max_tokens": 0},
+        {"max_tokens": 2.5},
+        {"max_tokens": True},
     ],
 )
 def test_bad_options(options: dict[str, object]) -> None:

@@ -436,6 +436,11 @@ class TransformerTextEncoder(PretrainedEncoder[_Model]):
     Everything else (tokenisation, windows, pooling, normalisation) is the same as with the
     default ``backend="torch"``.
 
+    ``max_tokens`` caps what is embedded of a text (document or query): its first
+    ``max_tokens`` tokens, special tokens not counted (``None``, the default: all of it, in
+    windows for a windowed encoder). Long texts then cost what a few windows do, and the rest of
+    them is ignored.
+
     Thread safety: one instance may serve concurrent ``encode_*`` calls from several threads. The
     model is loaded once under a lock; inference runs under ``torch.inference_mode`` and changes
     no state, and each call tokenises its own batch.
@@ -461,6 +466,7 @@ class TransformerTextEncoder(PretrainedEncoder[_Model]):
         dtype: str = "float32",
         backend: str = "torch",
         quantize: str | None = None,
+        max_tokens: int | None = None,
     ) -> None:
         check_backend(backend, quantize)
         if backend == "onnx":
@@ -478,6 +484,13 @@ class TransformerTextEncoder(PretrainedEncoder[_Model]):
             show_progress_bar=show_progress_bar,
             dtype=dtype,
         )
+        if max_tokens is not None and (
+            isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1
+        ):
+            raise InvalidInputError(
+                f"max_tokens must be a positive integer or None, got {max_tokens!r}"
+            )
+        self.max_tokens = max_tokens
         max_length = self.default_max_length if max_length is None else max_length
         if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 4:
             raise InvalidInputError(f"max_length must be an integer >= 4, got {max_length!r}")
@@ -507,7 +520,17 @@ class TransformerTextEncoder(PretrainedEncoder[_Model]):
             config["stride"] = self.stride
         if self.backend != "torch":
             config.update(backend=self.backend, quantize=self.quantize)
+        if self.max_tokens is not None:
+            config["max_tokens"] = self.max_tokens
         return config
+
+    def _prepare(self, item: Any, modality: Modality) -> Any:
+        """A text cut to its first ``max_tokens`` tokens (special tokens not counted), if set."""
+        if self.max_tokens is None or modality != "text":
+            return item
+        state = self._load()
+        specials = int(state.tokenizer.num_special_tokens_to_add(pair=False))
+        return fit_to_windows(state.tokenizer, item, self.max_tokens + specials)
 
     def _fallbacks(self) -> Sequence[Fallback]:
         """Extra directories to try after the HF cache; none by default."""

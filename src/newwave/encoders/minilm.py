@@ -48,7 +48,10 @@ class MiniLMEncoder(TransformerTextEncoder):
     :mod:`newwave.encoders._hf`), ``device`` (see :func:`newwave.device.resolve_device`),
     ``batch_size``, ``show_progress_bar``, ``max_length``, ``stride``, ``dtype`` (``"float32"``;
     ``"float16"`` on GPU only, or ``"bfloat16"``), ``backend`` (``"torch"``, or ``"onnx"`` for
-    ONNX Runtime on the CPU) and ``quantize`` (``None``, or ``"int8"`` with the ONNX backend).
+    ONNX Runtime on the CPU), ``quantize`` (``None``, or ``"int8"`` with the ONNX backend) and
+    ``max_tokens``: embed only the first ``max_tokens`` tokens of a text (default ``None``: all
+    of it; ``254``, one window, is what sentence-transformers embeds). The cap trades the end of
+    long texts for speed: see docs/limits.md.
     """
 
     name = "minilm"
@@ -70,6 +73,7 @@ class MiniLMEncoder(TransformerTextEncoder):
         dtype: str = "float32",
         backend: str = "torch",
         quantize: str | None = None,
+        max_tokens: int | None = None,
     ) -> None:
         super().__init__(
             model=model,
@@ -81,6 +85,7 @@ class MiniLMEncoder(TransformerTextEncoder):
             dtype=dtype,
             backend=backend,
             quantize=quantize,
+            max_tokens=max_tokens,
         )
 
     def _fallbacks(self) -> Sequence[Fallback]:

@@ -18,11 +18,12 @@ Systems, reported side by side (:data:`DEFAULT_SYSTEMS`):
 
 A system named as a string may join encoders with ``+`` (``"bm25+minilm"``: a hybrid field, the
 same as the list ``["bm25", "minilm"]``) and end with ``/no-rewrite`` (:data:`NO_REWRITE`): its
-searches then skip the Recommender's query rewriter (``search(..., rewrite=False)``); otherwise
+searches then skip the Recommender's query rewriter (``rewrite=False``); otherwise
 they use it, as ``Recommender.search`` does by default.
 
-Recommender systems rank with :meth:`Recommender.search` at ``k`` = ``depth`` = the number of
-candidates, so every candidate is ranked and MRR and the median rank are exact, not cut. A system
+Recommender systems rank with :meth:`Recommender.search_many` (the hits of
+:meth:`Recommender.search`, in batches) at ``k`` = ``depth`` = the number of candidates, so every
+candidate is ranked and MRR and the median rank are exact, not cut. A system
 whose encoder cannot load (no weights, a missing extra) is reported as skipped, with the reason.
 
 Two query sets (:data:`QUERY_SETS`): ``captions``, the captions as they are, and ``requests``,
@@ -96,6 +97,7 @@ PROTOCOL: Final = (
 )
 
 _CANNOT_LOAD = (ModelNotFoundError, MissingDependencyError, ComponentUnavailableError)
+_SEARCH_BATCH = 128  # queries per Recommender.search_many call (each ranks every clip)
 
 
 @dataclass(frozen=True)
@@ -424,15 +426,16 @@ def _recommender(
     n = len(clips)
     disable = None if show_progress is None else not show_progress
     run: dict[str, list[str]] = {}
-    progress = tqdm(
-        list(zip([clips[i] for i in asked], texts, strict=True)),
-        desc=f"musiccaps {system.name}",
-        unit="query",
-        disable=disable,
-    )
-    for clip, text in progress:
-        hits = rec.search(text, k=n, depth=n, rewrite=rewrite)
-        run[clip.ytid] = [hit.track.id for hit in hits]
+    queried = [clips[i] for i in asked]
+    with tqdm(
+        total=len(queried), desc=f"musiccaps {system.name}", unit="query", disable=disable
+    ) as bar:
+        for start in range(0, len(queried), _SEARCH_BATCH):
+            chunk = texts[start : start + _SEARCH_BATCH]
+            found = rec.search_many(chunk, k=n, depth=n, rewrite=rewrite)
+            for clip, hits in zip(queried[start : start + _SEARCH_BATCH], found, strict=True):
+                run[clip.ytid] = [hit.track.id for hit in hits]
+            bar.update(len(chunk))
     searched = time.perf_counter()
     qrels = {clips[i].ytid: {clips[i].ytid: 1} for i in asked}
     return SystemResult(

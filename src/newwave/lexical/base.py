@@ -10,6 +10,7 @@ encoders are: ``Recommender(fields={"tags": ["bm25", "minilm"]})``. The built-in
 from __future__ import annotations
 
 import functools
+import json
 import os
 import re
 import unicodedata
@@ -29,14 +30,18 @@ __all__ = ["ANALYZER_VERSION", "LexicalIndex", "analyze", "check_texts"]
 ANALYZER_VERSION = "words-v1"
 
 _HEADER = "lexical.json"
+_STOP_WORDS = "data/english_stop_words.json"
 _WORD = re.compile(r"\w+")
 
 
 @functools.cache
 def _stop_words() -> frozenset[str]:
-    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+    """scikit-learn's English stop words (its ``ENGLISH_STOP_WORDS``), a copy that pins the
+    analyzer and spares importing scikit-learn (seconds) to search a library."""
+    from importlib import resources
 
-    return frozenset(ENGLISH_STOP_WORDS)
+    text = resources.files("newwave").joinpath(_STOP_WORDS).read_text(encoding="utf-8")
+    return frozenset(json.loads(text)["words"])
 
 
 def analyze(text: str) -> list[str]:

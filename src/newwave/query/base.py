@@ -189,6 +189,15 @@ class QueryRewriter(ABC):
     def fit(self, tags: Iterable[str]) -> None:  # noqa: B027 (optional; most rewriters learn nothing)
         """Learn the catalogue's vocabulary from its tags; called again, it starts over."""
 
+    def fitted_state(self) -> Any:
+        """What :meth:`fit` learned, JSON-able, which a library keeps so that opening it does
+        not fit again; ``None`` (the default): nothing to keep, :meth:`fit` runs instead."""
+        return None
+
+    def load_fitted_state(self, state: Any) -> None:  # noqa: B027 (only with fitted_state)
+        """Take back what :meth:`fitted_state` returned, instead of fitting again; bad input
+        raises :class:`~newwave.errors.InvalidInputError`."""
+
     @property
     def reads_names(self) -> bool:
         """Whether :meth:`fit_names` wants the catalogue's tracks (default False)."""

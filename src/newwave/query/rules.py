@@ -23,7 +23,16 @@ from newwave.query.base import Attribute, ParsedQuery, QueryRewriter
 from newwave.query.entities import EntityIndex
 from newwave.query.languages import LANGUAGES, load_translations
 from newwave.query.negation import has_cue, parse
-from newwave.query.vocabulary import Concept, PhraseTable, Vocabulary, form_key, tokenize, variants
+from newwave.query.vocabulary import (
+    Concept,
+    PhraseTable,
+    Vocabulary,
+    concepts_from_dict,
+    concepts_to_dict,
+    form_key,
+    tokenize,
+    variants,
+)
 
 if TYPE_CHECKING:
     from newwave.types import Track
@@ -98,6 +107,7 @@ class RuleRewriter(QueryRewriter):
             self._base = translations.apply(loaded) if self.languages else loaded
             self._foreign = translations.foreign_keys(loaded)
         self._vocabulary = self._base
+        self._learned: list[Concept] = []
         self._foreign_stop = PhraseTable(
             dict.fromkeys(map(form_key, translations.stop_words), True)
         )
@@ -142,6 +152,19 @@ class RuleRewriter(QueryRewriter):
                     forms.append(form)
             if forms:
                 learned.append(Concept(TAG_KIND, value, tuple(forms)))
+        self._use(learned)
+
+    def fitted_state(self) -> dict[str, Any] | None:
+        """The learned tags, as a vocabulary document's ``kinds``; None without ``learn_tags``."""
+        return {"kinds": concepts_to_dict(self._learned)} if self.learn_tags else None
+
+    def load_fitted_state(self, state: Any) -> None:
+        if not isinstance(state, dict):
+            raise InvalidInputError("a fitted rules rewriter's state must be a JSON object")
+        self._use(concepts_from_dict(state.get("kinds"), source="fitted rules rewriter"))
+
+    def _use(self, learned: list[Concept]) -> None:
+        self._learned = learned
         self._vocabulary = self._base.extend(learned) if learned else self._base
 
     @property

@@ -40,6 +40,8 @@ __all__ = [
     "Sense",
     "Token",
     "Vocabulary",
+    "concepts_from_dict",
+    "concepts_to_dict",
     "form_key",
     "tokenize",
     "variants",
@@ -502,3 +504,28 @@ def _concept(kind: Any, value: Any, spec: Any, source: str) -> Concept:
 def _shipped() -> Vocabulary:
     text = resources.files("newwave").joinpath(SHIPPED_VOCABULARY).read_text(encoding="utf-8")
     return Vocabulary.from_dict(json.loads(text), source=SHIPPED_VOCABULARY)
+
+
+def concepts_to_dict(concepts: Iterable[Concept]) -> dict[str, dict[str, Any]]:
+    """``concepts`` as the ``kinds`` object of a vocabulary document, for JSON."""
+    kinds: dict[str, dict[str, Any]] = {}
+    for concept in concepts:
+        spec: dict[str, list[str]] = {"forms": list(concept.forms)}
+        if concept.broader:
+            spec["broader"] = list(concept.broader)
+        if concept.absent_forms:
+            spec["absent_forms"] = list(concept.absent_forms)
+        kinds.setdefault(concept.kind, {})[concept.value] = spec
+    return kinds
+
+
+def concepts_from_dict(kinds: Any, *, source: str) -> list[Concept]:
+    """The concepts of a ``kinds`` object (:func:`concepts_to_dict`), checked."""
+    if not isinstance(kinds, Mapping):
+        raise InvalidInputError(f"{source}: 'kinds' must map kinds to their values")
+    concepts: list[Concept] = []
+    for kind, values in kinds.items():
+        if not isinstance(values, Mapping):
+            raise InvalidInputError(f"{source}: kind {kind!r} must map values to forms")
+        concepts.extend(_concept(kind, value, spec, source) for value, spec in values.items())
+    return concepts

@@ -32,39 +32,64 @@ from newwave.lexical.base import LexicalIndex
 from newwave.store.database import Changes, Labels, LibraryStore
 from newwave.types import AudioInput, FloatMatrix, Modality, Ranking, Track
 
-__all__ = ["Channel", "DenseChannel", "JointChannel", "LexicalChannel", "Query"]
+__all__ = ["Channel", "DenseChannel", "JointChannel", "LexicalChannel", "Queries", "Query"]
 
 #: The channel name of an embedding fuser's joint index (not a valid field name).
 JOINT = "@joint"
 
 
-class Query:
-    """A query, embedded at most once per encoder whatever number of channels use it.
+class Queries:
+    """Queries, embedded at most once per encoder (in one call for all of them) whatever number
+    of channels use them.
 
-    A text query has ``text``; a query by example has ``audio`` instead (a file path, a
-    :class:`~newwave.types.Waveform` or ``(samples, rate)``), which the channels of audio fields
-    embed with their encoder's :meth:`~newwave.Encoder.encode_audio`.
+    Text queries have ``texts``; a query by example (a :class:`Query` with ``audio``) has audio
+    instead (a file path, a :class:`~newwave.types.Waveform` or ``(samples, rate)``), which the
+    channels of audio fields embed with their encoder's :meth:`~newwave.Encoder.encode_audio`.
     """
 
-    def __init__(self, text: str = "", *, audio: AudioInput | None = None):
-        self.text = text
-        self.audio = audio
+    audio: AudioInput | None = None
+
+    def __init__(self, texts: Sequence[str]):
+        self.texts = list(texts)
         self._vectors: dict[int, FloatMatrix] = {}
+
+    def __len__(self) -> int:
+        return len(self.texts)
 
     @property
     def modality(self) -> Modality:
         """``"audio"`` for a query by example, else ``"text"``."""
         return "text" if self.audio is None else "audio"
 
-    def vector(self, encoder: Encoder) -> FloatMatrix:
-        """The query embedded by ``encoder``, (1, dim)."""
+    def vectors(self, encoder: Encoder) -> FloatMatrix:
+        """The queries embedded by ``encoder``, (n, dim)."""
         key = id(encoder)
         if key not in self._vectors:
             if self.audio is None:
-                self._vectors[key] = encoder.encode_queries([self.text])
+                self._vectors[key] = encoder.encode_queries(self.texts, show_progress_bar=False)
             else:
                 self._vectors[key] = encoder.encode_audio([self.audio])
         return self._vectors[key]
+
+    def take(self, rows: Sequence[int]) -> Queries:
+        """The text queries of ``rows``, sharing the embeddings already made."""
+        taken = Queries([self.texts[row] for row in rows])
+        at = np.asarray(rows, dtype=np.int64)
+        taken._vectors = {key: vectors[at] for key, vectors in self._vectors.items()}
+        return taken
+
+
+class Query(Queries):
+    """One query: a text, or with ``audio`` a query by example."""
+
+    def __init__(self, text: str = "", *, audio: AudioInput | None = None):
+        super().__init__([text])
+        self.text = text
+        self.audio = audio
+
+    def vector(self, encoder: Encoder) -> FloatMatrix:
+        """The query embedded by ``encoder``, (1, dim)."""
+        return self.vectors(encoder)
 
 
 class Channel(ABC):
@@ -159,16 +184,22 @@ class Channel(ABC):
 
     # -- searching --------------------------------------------------------------------------------
 
-    def takes(self, query: Query) -> bool:
+    def takes(self, query: Queries) -> bool:
         """Whether this channel can search ``query``: any text query; a query by audio only in
         the channels of audio fields, whose encoder embeds audio."""
         return query.audio is None or self.modality == "audio"
 
-    @abstractmethod
     def search(
         self, store: LibraryStore, query: Query, depth: int, among: Labels | None
     ) -> Ranking:
         """The ``depth`` best tracks for ``query``, restricted to ``among`` when given."""
+        return self.search_many(store, query, depth, among)[0]
+
+    @abstractmethod
+    def search_many(
+        self, store: LibraryStore, queries: Queries, depth: int, among: Labels | None
+    ) -> list[Ranking]:
+        """:meth:`search` for each of ``queries``, in one retriever call."""
 
     @abstractmethod
     def similar(
@@ -247,21 +278,35 @@ class _VectorChannel(Channel):
     def reset(self) -> None:
         self.index, self.seq, self.count = None, 0, 0
 
-    def _ranking(self, store: LibraryStore, scores: FloatMatrix, labels: Labels) -> Ranking:
-        kept = [
-            (int(label), float(s)) for s, label in zip(scores, labels, strict=True) if label >= 0
+    def _rankings(self, store: LibraryStore, scores: FloatMatrix, labels: Labels) -> list[Ranking]:
+        """The rows of a retriever's answer as rankings of track ids (one read of the ids)."""
+        rows = [
+            [(label, s) for s, label in zip(row_scores, row_labels, strict=True) if label >= 0]
+            for row_scores, row_labels in zip(scores.tolist(), labels.tolist(), strict=True)
         ]
-        ids = store.ids_of(label for label, _ in kept)
-        found = [(ids[label], score) for label, score in kept if label in ids]
-        return Ranking(tuple(i for i, _ in found), tuple(s for _, s in found))
+        ids = store.ids_of({label for row in rows for label, _ in row})
+        rankings = []
+        for row in rows:
+            found = [(ids[label], score) for label, score in row if label in ids]
+            rankings.append(Ranking(tuple(i for i, _ in found), tuple(s for _, s in found)))
+        return rankings
+
+    def _ranking(self, store: LibraryStore, scores: FloatMatrix, labels: Labels) -> Ranking:
+        """One row of a retriever's answer as a ranking of track ids."""
+        return self._rankings(store, scores[None], labels[None])[0]
+
+    def _search_vectors(
+        self, store: LibraryStore, vectors: FloatMatrix, depth: int, among: Labels | None
+    ) -> list[Ranking]:
+        if self.index is None or not self.count:
+            return [Ranking() for _ in range(len(vectors))]
+        scores, labels = self.index.search_labelled(vectors, depth, count=self.count, among=among)
+        return self._rankings(store, scores, labels)
 
     def _search_vector(
         self, store: LibraryStore, vector: FloatMatrix, depth: int, among: Labels | None
     ) -> Ranking:
-        if self.index is None or not self.count:
-            return Ranking()
-        scores, labels = self.index.search_labelled(vector, depth, count=self.count, among=among)
-        return self._ranking(store, scores[0], labels[0])
+        return self._search_vectors(store, vector, depth, among)[0]
 
     def similar(
         self, store: LibraryStore, label: int, track_id: str, depth: int, among: Labels | None
@@ -313,15 +358,15 @@ class DenseChannel(_VectorChannel):
             return self.encoder.encode_audio(values)
         return self.encoder.encode_text(values, role="document")
 
-    def takes(self, query: Query) -> bool:
+    def takes(self, query: Queries) -> bool:
         """As :meth:`Channel.takes`, if the encoder embeds the query's modality (an audio-only
         encoder such as ``musicnn`` takes no text query)."""
         return super().takes(query) and query.modality in self.encoder.modalities
 
-    def search(
-        self, store: LibraryStore, query: Query, depth: int, among: Labels | None
-    ) -> Ranking:
-        return self._search_vector(store, query.vector(self.encoder), depth, among)
+    def search_many(
+        self, store: LibraryStore, queries: Queries, depth: int, among: Labels | None
+    ) -> list[Ranking]:
+        return self._search_vectors(store, queries.vectors(self.encoder), depth, among)
 
 
 class JointChannel(_VectorChannel):
@@ -355,15 +400,15 @@ class JointChannel(_VectorChannel):
         }
         return self.fuser.embed(vectors, side="track")
 
-    def query_vectors(self, query: Query) -> dict[str, FloatMatrix]:
-        """The query embedded by each fused channel's encoder."""
-        return {name: query.vector(self.inputs[name].encoder) for name in self.fuser.fields}
+    def query_vectors(self, queries: Queries) -> dict[str, FloatMatrix]:
+        """The queries embedded by each fused channel's encoder."""
+        return {name: queries.vectors(self.inputs[name].encoder) for name in self.fuser.fields}
 
-    def search(
-        self, store: LibraryStore, query: Query, depth: int, among: Labels | None
-    ) -> Ranking:
-        fused = self.fuser.embed(self.query_vectors(query), side="query")
-        return self._search_vector(store, fused, depth, among)
+    def search_many(
+        self, store: LibraryStore, queries: Queries, depth: int, among: Labels | None
+    ) -> list[Ranking]:
+        fused = self.fuser.embed(self.query_vectors(queries), side="query")
+        return self._search_vectors(store, fused, depth, among)
 
 
 class LexicalChannel(Channel):
@@ -399,12 +444,12 @@ class LexicalChannel(Channel):
         self.index = load_lexical(self.index.name, **self.index.get_config())
         self.seq, self.count = 0, 0
 
-    def search(
-        self, store: LibraryStore, query: Query, depth: int, among: Labels | None
-    ) -> Ranking:
+    def search_many(
+        self, store: LibraryStore, queries: Queries, depth: int, among: Labels | None
+    ) -> list[Ranking]:
         if not len(self.index):
-            return Ranking()
-        return self.index.search([query.text], depth, among=_ids(store, among))[0]
+            return [Ranking() for _ in range(len(queries))]
+        return self.index.search(queries.texts, depth, among=_ids(store, among))
 
     def similar(
         self, store: LibraryStore, label: int, track_id: str, depth: int, among: Labels | None

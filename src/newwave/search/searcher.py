@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from newwave.fusion.base import Fuser
 from newwave.query.base import ParsedQuery, track_text
@@ -11,7 +11,14 @@ from newwave.search.defaults import UNWANTED_FACTOR
 from newwave.store.database import LibraryStore
 from newwave.types import AudioInput, Hit, Ranking
 
-__all__ = ["audio_query", "check_k_and_depth", "demote_unwanted", "fused_hits", "joint_hits"]
+__all__ = [
+    "audio_query",
+    "check_k_and_depth",
+    "demote_unwanted",
+    "fused_hits",
+    "fused_hits_many",
+    "joint_hits",
+]
 
 
 def check_k_and_depth(k: int, depth: int | None) -> int:
@@ -50,27 +57,45 @@ def fused_hits(
     A track absent from a channel that does not hold it (no value in that field) is judged on
     its other channels (the fuser's coverage), read from the store for the candidates only.
     """
-    candidates = list(dict.fromkeys(i for r in rankings.values() for i in r.ids))
+    return fused_hits_many(store, fuser, [rankings], [k])[0]
+
+
+def fused_hits_many(
+    store: LibraryStore,
+    fuser: Fuser,
+    rankings: Sequence[Mapping[str, Ranking]],
+    ks: Sequence[int],
+) -> list[list[Hit]]:
+    """:func:`fused_hits` of each query's ``rankings`` and ``k``, reading the store once."""
+    candidates = list(dict.fromkeys(i for each in rankings for r in each.values() for i in r.ids))
     labels = store.labels(candidates)  # a track removed since an index was saved is dropped
     held = store.channel_labels(list(labels.values()))
-    coverage = {
-        name: {i for i, label in labels.items() if label in held.get(name, ())} for name in rankings
-    }
-    kept = {name: Ranking(*_only(ranking, labels)) for name, ranking in rankings.items()}
-    fused = fuser.fuse(kept, k=k, coverage=coverage)
-    tracks = store.tracks(list(fused.ids))  # read only the hits
-    per_channel = {name: r.as_dict() for name, r in kept.items()}
-    places = {name: {i: n for n, i in enumerate(r.ids, start=1)} for name, r in kept.items()}
-    return [
-        Hit(
-            track=tracks[track_id],
-            score=score,
-            rank=rank,
-            scores={name: s[track_id] for name, s in per_channel.items() if track_id in s},
-            ranks={name: p[track_id] for name, p in places.items() if track_id in p},
+    fused_all = []
+    kept_all = []
+    for each, k in zip(rankings, ks, strict=True):
+        mine = {i for r in each.values() for i in r.ids if i in labels}
+        coverage = {name: {i for i in mine if labels[i] in held.get(name, ())} for name in each}
+        kept = {name: Ranking(*_only(ranking, labels)) for name, ranking in each.items()}
+        fused_all.append(fuser.fuse(kept, k=k, coverage=coverage))
+        kept_all.append(kept)
+    tracks = store.tracks(list(dict.fromkeys(i for f in fused_all for i in f.ids)))  # hits only
+    hits = []
+    for fused, kept in zip(fused_all, kept_all, strict=True):
+        per_channel = {name: r.as_dict() for name, r in kept.items()}
+        places = {name: {i: n for n, i in enumerate(r.ids, start=1)} for name, r in kept.items()}
+        hits.append(
+            [
+                Hit(
+                    track=tracks[track_id],
+                    score=score,
+                    rank=rank,
+                    scores={n: s[track_id] for n, s in per_channel.items() if track_id in s},
+                    ranks={n: p[track_id] for n, p in places.items() if track_id in p},
+                )
+                for rank, (track_id, score) in enumerate(fused, start=1)
+            ]
         )
-        for rank, (track_id, score) in enumerate(fused, start=1)
-    ]
+    return hits
 
 
 def joint_hits(

@@ -156,6 +156,12 @@ class WindowChannel(DenseChannel):
 
     # -- searching --------------------------------------------------------------------------------
 
+    def _search_vectors(
+        self, store: LibraryStore, vectors: FloatMatrix, depth: int, among: Labels | None
+    ) -> list[Ranking]:
+        """:meth:`_search_vector` of each row (each asks for as many windows as it needs)."""
+        return [self._search_vector(store, row[None], depth, among) for row in vectors]
+
     def _search_vector(
         self, store: LibraryStore, vector: FloatMatrix, depth: int, among: Labels | None
     ) -> Ranking:

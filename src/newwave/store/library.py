@@ -12,7 +12,13 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 from newwave._storage import honour_umask
-from newwave.errors import IndexCorruptError, InvalidInputError, MissingFileError, StorageError
+from newwave.errors import (
+    IndexCorruptError,
+    InvalidInputError,
+    LibraryLockedError,
+    MissingFileError,
+    StorageError,
+)
 from newwave.search.channels import Channel
 from newwave.store.checkpoints import (
     INDEXES,
@@ -87,6 +93,17 @@ class Library:
             if refresh:
                 self.refresh()
             yield
+
+    def keep_meta(self, key: str, value: str) -> bool:
+        """Store a meta value derived from the catalogue (a cache) unless another process is
+        writing the library or it cannot be written: then store nothing and return False."""
+        try:
+            lock = nullcontext() if self._lock is None else self._lock.hold(timeout=0)
+            with lock, self.store.transaction(catalogue=False):
+                self.store.set_meta(key, value)
+        except (LibraryLockedError, StorageError, OSError):
+            return False
+        return True
 
     def check_writable(self) -> None:
         """Raise :class:`StorageError` if the files a write needs are read-only (checked before
