@@ -87,6 +87,14 @@ def test_where_filters_search(rec: Recommender) -> None:
         rec.search("calm piano", where={"yeer": 2000})
 
 
+def test_a_filter_may_keep_tracks_without_a_field(rec: Recommender) -> None:
+    # "d" has no tags: the tags index holds no vector for it, and the filter keeps it
+    hits = rec.search("calm piano", where={"year": {"in": [1999, "n/a"]}})
+    assert {h.track.id for h in hits} == {"a", "d"}
+    assert "tags" not in next(h for h in hits if h.track.id == "d").scores
+    assert [h.track.id for h in rec.similar("b", where={"year": "n/a"})] == ["d"]
+
+
 def test_similar_finds_the_closest_other_tracks(rec: Recommender) -> None:
     hits = rec.similar("a", k=3)
     assert [h.track.id for h in hits][:2] == ["b", "d"]
