@@ -162,6 +162,17 @@ class Encoder(ABC):
             items, "audio", "document", batch_size, show_progress_bar, skip=on_error == "skip"
         )
 
+    def _check_audio_call(
+        self, audio: Sequence[AudioInput], on_error: str, batch_size: int | None
+    ) -> tuple[list[str | Waveform], int]:
+        """The checked inputs and batch size of an audio method that batches by itself."""
+        if on_error not in ("raise", "skip"):
+            raise InvalidInputError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+        size = self.batch_size if batch_size is None else batch_size
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise InvalidInputError(f"batch_size must be a positive integer, got {size!r}")
+        return self._check_audio(audio), size
+
     def text_limit_chars(self) -> int:
         """The longest text this encoder takes, in characters (see :attr:`max_text_chars`)."""
         limit: Any = self.max_text_chars

@@ -225,12 +225,7 @@ class ClapEncoder(PretrainedEncoder[_Clap]):
         (mean or max, then L2-normalising) gives :meth:`encode_audio`'s vector. Inputs and errors
         as for :meth:`encode_audio`; a skipped input gets a ``(0, dim)`` array.
         """
-        if on_error not in ("raise", "skip"):
-            raise InvalidInputError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
-        size = self.batch_size if batch_size is None else batch_size
-        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-            raise InvalidInputError(f"batch_size must be a positive integer, got {size!r}")
-        items = self._check_audio(audio)
+        items, size = self._check_audio_call(audio, on_error, batch_size)
         self._load()
         dim = self.dim
         out = [np.zeros((0, dim), dtype=np.float32) for _ in items]

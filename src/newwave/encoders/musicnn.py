@@ -251,12 +251,7 @@ class MusicnnEncoder(Encoder):
         """
         from newwave._vectors import l2_normalize
 
-        if on_error not in ("raise", "skip"):
-            raise InvalidInputError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
-        size = self.batch_size if batch_size is None else batch_size
-        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-            raise InvalidInputError(f"batch_size must be a positive integer, got {size!r}")
-        items = self._check_audio(audio)
+        items, size = self._check_audio_call(audio, on_error, batch_size)
         self._load()
         out = [np.zeros((0, self.dim), dtype=np.float32) for _ in items]
         skipped: list[Skipped] | None = [] if on_error == "skip" else None
@@ -315,12 +310,7 @@ class MusicnnEncoder(Encoder):
     def _both(
         self, audio: Sequence[AudioInput], batch_size: int | None, on_error: str
     ) -> tuple[FloatMatrix, FloatMatrix]:
-        if on_error not in ("raise", "skip"):
-            raise InvalidInputError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
-        size = self.batch_size if batch_size is None else batch_size
-        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-            raise InvalidInputError(f"batch_size must be a positive integer, got {size!r}")
-        items = self._check_audio(audio)
+        items, size = self._check_audio_call(audio, on_error, batch_size)
         self._load()
         probabilities = np.full((len(items), len(self.labels)), np.nan, dtype=np.float32)
         features = np.full((len(items), self.dim), np.nan, dtype=np.float32)
