@@ -665,7 +665,10 @@ class Recommender:
 
             self._rewriter_fitted_at = fit_rewriter(self._rewriter, self._library)
             if self._rewriter.reads_names:
-                self._rewriter.fit_names(store.iter_tracks())
+                from newwave.search import names
+
+                small = store.count() <= names.NAME_SCAN_LIMIT
+                self._rewriter.fit_names(store.iter_tracks() if small else ())
         return self._rewriter.rewrite(query)
 
     def similar(
