@@ -576,14 +576,10 @@ def test_silence_gives_a_finite_unit_vector(encoder: ClapEncoder, tmp_path: Path
     np.testing.assert_allclose(vectors[0], vectors[1], atol=1e-5)  # the model's one silence
 
 
-def test_a_long_file_with_max_windows_decodes_only_its_windows(
-    model_dir: Path, reference: Reference, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _record_decodes(monkeypatch: pytest.MonkeyPatch) -> list[tuple[float, float | None]]:
+    """The (offset, duration) of every later ``newwave.audio.load_audio`` call, in order."""
     from newwave import audio
 
-    clip = _music(95.0, 95)
-    path = tmp_path / "long.flac"
-    sf.write(path, clip, SR)
     calls: list[tuple[float, float | None]] = []
     real: Callable[..., np.ndarray] = audio.load_audio
 
@@ -592,6 +588,16 @@ def test_a_long_file_with_max_windows_decodes_only_its_windows(
         return real(name, **options)
 
     monkeypatch.setattr(audio, "load_audio", spy)
+    return calls
+
+
+def test_a_long_file_with_max_windows_decodes_only_its_windows(
+    model_dir: Path, reference: Reference, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clip = _music(95.0, 95)
+    path = tmp_path / "long.flac"
+    sf.write(path, clip, SR)
+    calls = _record_decodes(monkeypatch)
     encoder = ClapEncoder(model=model_dir, max_windows=3, device="cpu")
     (windows,) = encoder.encode_audio_windows([path])
     assert calls == [(0.0, 10.0), (42.5, 10.0), (85.0, 10.0)]
@@ -616,19 +622,10 @@ def test_a_long_query_is_cut_to_the_text_limit_with_a_warning(
 def test_a_file_longer_than_a_batch_is_streamed_window_by_window(
     model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from newwave import audio
-
     clip = _music(95.0, 96)  # 10 windows
     path = tmp_path / "long.flac"
     sf.write(path, clip, SR)
-    calls: list[tuple[float, float | None]] = []
-    real: Callable[..., np.ndarray] = audio.load_audio
-
-    def spy(name: str, **options: Any) -> np.ndarray:
-        calls.append((options.get("offset", 0.0), options.get("duration")))
-        return real(name, **options)
-
-    monkeypatch.setattr(audio, "load_audio", spy)
+    calls = _record_decodes(monkeypatch)
     encoder = ClapEncoder(model=model_dir, batch_size=4, device="cpu")
     (windows,) = encoder.encode_audio_windows([path])
     assert calls == [(float(s), 10.0) for s in (0, 10, 20, 30, 40, 50, 60, 70, 80, 85)]
