@@ -199,7 +199,7 @@ class Retriever(ABC):
         """Scores and labels (n, <= k) of the nearest stored vectors, best first; -1 pads.
 
         ``count`` is how many vectors are stored (the owner keeps it); ``among`` restricts the
-        search, exactly, to those stored labels.
+        search, exactly, to those labels (labels not stored are ignored).
         """
         matrix = as_matrix(queries, dim=self._dim, what="queries")
         if among is not None:

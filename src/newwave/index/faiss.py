@@ -204,6 +204,21 @@ class FaissRetriever(Retriever):
             scores[rows], labels[rows] = self._index.search(queries[rows], k, params=params)
             rows = rows[labels[rows, -1] < 0]
 
+    def _search_among(
+        self, queries: FloatMatrix, k: int, labels: Labels
+    ) -> tuple[FloatMatrix, Labels]:
+        """Exact search over those of ``labels`` the index holds (a label it lacks, e.g. a track
+        without this field's value, is ignored; looked up only when one is missing)."""
+        try:
+            return super()._search_among(queries, k, labels)
+        except ComponentUnavailableError:
+            if not hasattr(self._index, "id_map"):
+                raise
+            held = labels[np.isin(labels, _import_faiss().vector_to_array(self._index.id_map))]
+            if len(held) == len(labels):
+                raise
+            return super()._search_among(queries, min(k, len(held)), held)
+
     def _reconstruct(self, labels: Labels) -> FloatMatrix:
         try:
             vectors: FloatMatrix = self._index.reconstruct_batch(labels)

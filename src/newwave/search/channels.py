@@ -24,7 +24,7 @@ import numpy as np
 
 from newwave.config import ComponentConfig
 from newwave.encoders.base import Encoder
-from newwave.errors import ComponentUnavailableError, InvalidInputError
+from newwave.errors import InvalidInputError
 from newwave.fields import FUNCTION_SOURCE, Source, field_value
 from newwave.fusion.base import EmbeddingFuser
 from newwave.index.base import Retriever
@@ -300,20 +300,7 @@ class _VectorChannel(Channel):
     ) -> list[Ranking]:
         if self.index is None or not self.count:
             return [Ranking() for _ in range(len(vectors))]
-        try:
-            scores, labels = self.index.search_labelled(
-                vectors, depth, count=self.count, among=among
-            )
-        except ComponentUnavailableError:
-            if among is None:
-                raise
-            # Some tracks the filter keeps have no value in this field (the retriever holds no
-            # vector for them): search among those that have one. Looked up only then, as
-            # checking every filtered search would cost a read per kept track.
-            held = np.array(sorted(store.hashes(self.name, among.tolist())), dtype=np.int64)
-            scores, labels = self.index.search_labelled(
-                vectors, depth, count=self.count, among=held
-            )
+        scores, labels = self.index.search_labelled(vectors, depth, count=self.count, among=among)
         return self._rankings(store, scores, labels)
 
     def _search_vector(
