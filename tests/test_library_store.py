@@ -221,6 +221,8 @@ def test_a_reader_never_fails_while_another_process_writes(library: Path) -> Non
             from pathlib import Path
             rec = Recommender.load({str(library)!r})
             stop = Path({str(library.parent / "stop")!r})
+            rec.search("piano song", k=3)  # loaded and searching before the writes begin
+            Path({str(library.parent / "ready")!r}).touch()
             searches = failures = 0
             while not stop.exists():
                 try:
@@ -240,6 +242,10 @@ def test_a_reader_never_fails_while_another_process_writes(library: Path) -> Non
         text=True,
     )
     try:
+        ready = library.parent / "ready"
+        deadline = time.monotonic() + 60
+        while not ready.exists() and reader.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
         writer = Recommender.load(library)
         for i in range(50):
             writer.add([Track(id=f"w{i}", description=f"piano song number {i}")])

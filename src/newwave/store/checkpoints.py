@@ -15,6 +15,7 @@ channel's last checkpoint, so a missing ``checkpoint.json`` is an error, not an 
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import uuid
 import zlib
@@ -75,6 +76,11 @@ def write_checkpoint(
         raise
     for child in home.iterdir():
         if child.is_dir() and child != folder:
+            # Renamed first (atomically): a reader of the older checkpoint then finds its folder
+            # gone and reads the new manifest, never a folder with some of its files deleted.
+            doomed = home / f".deleting-{uuid.uuid4().hex[:8]}"
+            with contextlib.suppress(OSError):
+                child = child.rename(doomed)
             shutil.rmtree(child, ignore_errors=True)
 
 
