@@ -148,6 +148,62 @@ def test_scores_follow_the_definition_through_adds_upserts_and_removals(
         assert len(index) == len(docs)
 
 
+def bm25_in_summation_order(
+    docs: dict[str, str], query: str, k1: float, b: float
+) -> dict[str, float]:
+    """The formula of ``BM25Index``'s docstring, evaluated in the order the index documents:
+    query terms by first occurrence, a repeated one as ``qtf`` times its idf."""
+    terms = {i: analyze(text) for i, text in docs.items()}
+    n = len(terms)
+    avgdl = sum(len(t) for t in terms.values()) / n if n else 0.0
+    norm, per_length = k1 * (1.0 - b), (k1 * b / avgdl if avgdl else 0.0)
+    scores: dict[str, float] = {}
+    for word in dict.fromkeys(analyze(query)):
+        qtf = analyze(query).count(word)
+        df = sum(word in t for t in terms.values())
+        if not df:
+            continue
+        idf = math.log1p((n - df + 0.5) / (df + 0.5))
+        for doc_id, doc_terms in terms.items():
+            tf = float(doc_terms.count(word))
+            if tf:
+                weight = (qtf * idf * (k1 + 1.0)) * tf / (tf + norm + per_length * len(doc_terms))
+                scores[doc_id] = scores.get(doc_id, 0.0) + weight
+    return scores
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    ops=operations,
+    repeated=queries,
+    k1=st.floats(0.0, 3.0),
+    b=st.floats(0.0, 1.0),
+    among=st.sets(st.sampled_from(ID_POOL)),
+)
+def test_scores_are_exact_through_changes_and_repeated_searches(
+    ops: list[tuple[str, Any]], repeated: str, k1: float, b: float, among: set[str]
+) -> None:
+    """Weights kept between searches give the very floats of the formula, after any change."""
+    index = BM25Index(k1=k1, b=b)
+    docs: dict[str, str] = {}
+    for op, arg in [*ops, ("search", repeated)]:
+        if op == "add":
+            index.add(list(arg), list(arg.values()))
+            docs.update(arg)
+        elif op == "remove":
+            index.remove(arg, missing_ok=True)
+            for doc_id in arg:
+                docs.pop(doc_id, None)
+        for query in ([arg] if op == "search" else []) + [repeated, f"{repeated} {repeated}"]:
+            expected = bm25_in_summation_order(docs, query, k1, b)
+            full, again = index.search([query, query], len(ID_POOL))
+            (restricted,) = index.search([query], len(ID_POOL), among=among)
+            assert full.as_dict() == expected  # equal floats, not approximately equal
+            assert list(again) == list(full)
+            assert_ordered(full)
+            assert list(restricted) == [(i, s) for i, s in full if i in among]
+
+
 def test_replacing_a_text_updates_the_statistics_and_keeps_the_order() -> None:
     index = fresh({"a": "sad piano", "b": "sad guitar", "c": "drums"})
     index.search(["sad"], 3)  # the first texts are in a segment now

@@ -31,9 +31,9 @@ _VOCABULARY = "vocabulary.json"
 _IDS = "ids.json"
 _POSTINGS = "postings.safetensors"
 _PROGRESS_CHUNK = 10_000  # texts analysed between two updates of the progress bar
-_DENSE_SHARE = 32  # sum scores in one slot per row once postings reach 1/32 of the rows
 
 Rows = npt.NDArray[np.int64]
+Floats = npt.NDArray[np.float64]
 
 
 class BM25Index(LexicalIndex):
@@ -58,6 +58,11 @@ class BM25Index(LexicalIndex):
     rows; the next search stores them as a new segment, merging the newest segments while one
     is not 4x the size of the next (so there are O(log n) of them). Removed rows are dropped
     from the statistics at once and from the matrices when they reach a quarter of the rows.
+
+    A search keeps each query term's stored rows and their weights (its score in each, for a
+    query holding it once) until the next add or removal, which change every weight through
+    ``N`` and ``avgdl``: a term searched again costs one addition per posting into a score array
+    of one slot per row. These caches take at most 16 bytes per posting of the searched terms.
     """
 
     name = "bm25"
@@ -76,6 +81,8 @@ class BM25Index(LexicalIndex):
         self._segments: list[tuple[int, Any]] = []  # (first row, CSC matrix rows x terms)
         self._queued: list[tuple[Rows, npt.NDArray[np.int32]]] = []  # (rows, columns), per add
         self._queued_from = 0  # the first row not in a segment
+        self._weights: dict[int, tuple[Rows, Floats]] = {}  # column -> stored rows, weights
+        self._buffers: list[Floats] = []  # all-zero score arrays, one per search running
 
     @property
     def model_id(self) -> str:
@@ -101,6 +108,7 @@ class BM25Index(LexicalIndex):
     # -- adding and removing -------------------------------------------------------------------
 
     def _add(self, ids: list[str], texts: list[str]) -> None:
+        self._weights.clear()  # N and avgdl change
         replaced = [i for i in ids if i in self._rows]
         if replaced:
             self._remove_rows([self._rows[i] for i in replaced])
@@ -153,6 +161,7 @@ class BM25Index(LexicalIndex):
         self._remove_rows([self._rows.pop(i) for i in ids])
 
     def _remove_rows(self, rows: list[int]) -> None:
+        self._weights.clear()
         at = np.array(rows, dtype=np.int64)
         self._alive[at] = False
         self._total_length -= int(self._lengths[at].sum())
@@ -209,6 +218,7 @@ class BM25Index(LexicalIndex):
         self._rows = {track_id: row for row, track_id in enumerate(ids)}
         self._segments = [(0, matrix)] if len(order) else []
         self._queued_from, self._dead = len(order), 0
+        self._weights.clear()  # rows and columns are renumbered
         return matrix
 
     # -- searching -------------------------------------------------------------------------------
@@ -219,37 +229,64 @@ class BM25Index(LexicalIndex):
         if among is not None:
             allowed = np.zeros(len(self._row_ids), dtype=bool)
             allowed[[self._rows[i] for i in among if i in self._rows]] = True
-        return [self._search_one(query, k, allowed) for query in queries]
+        buffers = self._buffers
+        scores = buffers.pop() if buffers else None  # a search running beside takes another
+        if scores is None or len(scores) < len(self._row_ids):
+            scores = np.zeros(len(self._row_ids), dtype=np.float64)
+        rankings = [self._search_one(query, k, allowed, scores) for query in queries]
+        buffers.append(scores)  # all zero again
+        return rankings
 
-    def _search_one(self, query: str, k: int, allowed: npt.NDArray[np.bool_] | None) -> Ranking:
+    def _search_one(
+        self, query: str, k: int, allowed: npt.NDArray[np.bool_] | None, scores: Floats
+    ) -> Ranking:
+        """The query's ranking, summing in ``scores`` (all zero, and left so)."""
         vocabulary = self._vocabulary
         counts = Counter(vocabulary[word] for word in analyze(query) if word in vocabulary)
         if not counts or not self._rows:
             return Ranking()
-        documents, avgdl = len(self._rows), self._total_length / len(self._rows)
-        norm = self.k1 * (1.0 - self.b)
-        per_length = self.k1 * self.b / avgdl if avgdl else 0.0
-        hit_rows: list[Rows] = []
-        hit_scores: list[npt.NDArray[np.float64]] = []
+        hits: list[Rows] = []  # the rows each term scores first: all distinct
         for column, qtf in counts.items():
-            rows, tf = self._postings(column)  # of stored documents only
+            rows, weights = self._term_weights(column, qtf)
+            if allowed is not None:  # after the weights: the statistics are the whole index's
+                keep = allowed[rows]
+                rows, weights = rows[keep], weights[keep]
             if not len(rows):
                 continue
-            idf = math.log1p((documents - len(rows) + 0.5) / (len(rows) + 0.5))
-            if allowed is not None:  # after the idf: the statistics are the whole index's
-                keep = allowed[rows]
-                rows, tf = rows[keep], tf[keep]
-            lengths, tf = self._lengths[rows], tf.astype(np.float64)
-            hit_rows.append(rows)
-            hit_scores.append(
-                (qtf * idf * (self.k1 + 1.0)) * tf / (tf + norm + per_length * lengths)
-            )
-        if not hit_rows:
+            if not hits:
+                scores[rows] = weights
+                hits.append(rows)
+                continue
+            before = scores[rows]  # weights are positive: a row scored so far is not 0
+            hits.append(rows[before == 0.0])
+            scores[rows] = before + weights
+        if not hits:
             return Ranking()
-        rows, scores = _sum_by_row(
-            np.concatenate(hit_rows), np.concatenate(hit_scores), len(self._row_ids)
+        rows = hits[0] if len(hits) == 1 else np.concatenate(hits)
+        found = scores[rows]
+        scores[rows] = 0.0
+        return self._top(rows, found, k)
+
+    def _term_weights(self, column: int, qtf: int) -> tuple[Rows, Floats]:
+        """The stored rows holding the term of ``column``, and its score in each for ``qtf``
+        occurrences in the query (kept for ``qtf == 1`` until the contents change)."""
+        if qtf == 1 and column in self._weights:
+            return self._weights[column]
+        rows, tf = self._postings(column)  # of stored documents only
+        documents = len(self._rows)
+        avgdl = self._total_length / documents
+        norm = self.k1 * (1.0 - self.b)
+        per_length = self.k1 * self.b / avgdl if avgdl else 0.0
+        idf = math.log1p((documents - len(rows) + 0.5) / (len(rows) + 0.5))
+        counts = tf.astype(np.float64)
+        weights: Floats = (
+            (qtf * idf * (self.k1 + 1.0))
+            * counts
+            / (counts + norm + per_length * self._lengths[rows])
         )
-        return self._top(rows, scores, k)
+        if qtf == 1:
+            self._weights[column] = (rows, weights)
+        return rows, weights
 
     def _postings(self, column: int) -> tuple[Rows, npt.NDArray[np.int32]]:
         """The stored rows holding the term of ``column``, and its count in each."""
@@ -335,6 +372,7 @@ class BM25Index(LexicalIndex):
         self._total_length, self._dead = int(lengths.sum()), 0
         self._segments = [(0, matrix)] if count else []
         self._queued, self._queued_from = [], count
+        self._weights.clear()
 
 
 # -- helpers ---------------------------------------------------------------------------------------
@@ -360,26 +398,6 @@ def _stack(matrices: list[Any], columns: int | None = None) -> Any:
         if matrix.shape[1] != width:
             matrix.resize((matrix.shape[0], width))  # the vocabulary only grows between compactions
     return matrices[0] if len(matrices) == 1 else sp.vstack(matrices, format="csc")
-
-
-def _sum_by_row(
-    rows: Rows, scores: npt.NDArray[np.float64], row_count: int
-) -> tuple[Rows, npt.NDArray[np.float64]]:
-    """Each row once with the sum of its scores, added in the order given.
-
-    Many rows: one slot per row of the index (linear time); few: sorted (no ``row_count`` array).
-    """
-    if _DENSE_SHARE * len(rows) >= row_count:
-        totals = np.bincount(rows, weights=scores, minlength=row_count).astype(
-            np.float64, copy=False
-        )  # a no-op
-        hit = np.zeros(row_count, dtype=bool)
-        hit[rows] = True  # finding the hits in booleans is 3x faster than in the float totals
-        found: Rows = np.flatnonzero(hit)
-        return found, totals[found]
-    unique, position = np.unique(rows, return_inverse=True)
-    sums = np.bincount(position, weights=scores, minlength=len(unique))
-    return unique, sums.astype(np.float64, copy=False)  # it is: the stubs say intp
 
 
 def _string_list(document: Any, key: str, path: Path) -> list[str]:
