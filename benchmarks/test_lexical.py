@@ -5,12 +5,18 @@ commonest word is in ~40% of the texts). When benchmarks run once (``--benchmark
 has 10,000 texts.
 
 - Search, one query, k=10 (the queries cycle through 50 of 1-3 words): ``BM25Index.search``
-  against a brute-force lexical scorer (scikit-learn's ``TfidfVectorizer.transform`` of the
-  query, then its sparse product with every document, and the top 10), and against what a dense
-  field of the same catalogue costs: the exact FAISS retriever over 384-d vectors. The BM25 test
+  against bm25s (the same BM25, Lucene's variant, over the same terms: its ``get_scores`` and
+  NumPy's ``argpartition`` for the top 10; bm25s bakes the scores into its index, so it cannot
+  add or remove texts), against a brute-force lexical scorer (scikit-learn's
+  ``TfidfVectorizer.transform`` of the query, then its sparse product with every document, and
+  the top 10), and against what a dense field of the same catalogue costs: the exact FAISS
+  retriever over 384-d vectors. The BM25 test checks that bm25s finds the same top scores and
   reports its median over each baseline's, timed in the same test, in ``extra_info``.
 - Indexing: ``BM25Index.add`` of every text plus the first search (which stores the added rows
   as a searchable segment), against ``TfidfVectorizer.fit_transform`` of the same texts.
+- A change: ``BM25Index.add`` of 1,000 more texts to the 100,000, or their ``remove``, each
+  followed by one search (which stores the added rows and works out the weights of its terms
+  again), against the same search of the unchanged index, timed in the same test.
 """
 
 from __future__ import annotations
@@ -26,9 +32,9 @@ import numpy as np
 import pytest
 
 from newwave.index.faiss import FaissRetriever
-from newwave.lexical import BM25Index
+from newwave.lexical import BM25Index, analyze
 
-K, DIM, QUERIES = 10, 384, 50
+K, DIM, QUERIES, CHANGE = 10, 384, 50, 1_000
 
 WORDS = """
 guitar vocal piano drums bass synth female male acoustic electric ambient rock pop jazz folk
@@ -76,6 +82,23 @@ def bm25(size: int) -> BM25Index:
     index.add(ids, texts)
     index.search(["guitar"], K)  # stores the added rows
     return index
+
+
+@functools.lru_cache(maxsize=2)
+def bm25s_index(size: int) -> Any:
+    import bm25s  # type: ignore[import-untyped]
+
+    retriever = bm25s.BM25(method="lucene", k1=1.2, b=0.75)  # BM25Index's defaults
+    retriever.index([analyze(text) for text in corpus(size)[1]], show_progress=False)
+    return retriever
+
+
+def bm25s_search(size: int, query: str) -> tuple[np.ndarray, np.ndarray]:
+    """bm25s's 10 best rows and their scores, scoring every document."""
+    scores = bm25s_index(size).get_scores(analyze(query))
+    top = np.argpartition(-scores, K)[:K]
+    top = top[np.argsort(-scores[top])]
+    return top, scores[top]
 
 
 @functools.lru_cache(maxsize=2)
@@ -140,6 +163,13 @@ def test_tfidf_brute_force_baseline(benchmark: Any) -> None:
 
 
 @pytest.mark.benchmark(group="lexical search: 1 query, k=10")
+def test_bm25s_baseline(benchmark: Any) -> None:
+    size = _size(benchmark)
+    bm25s_index(size)
+    benchmark(cycling(lambda q: bm25s_search(size, q), corpus(size)[2]))
+
+
+@pytest.mark.benchmark(group="lexical search: 1 query, k=10")
 def test_faiss_flat_384d_baseline(benchmark: Any) -> None:
     retriever = dense(_size(benchmark))
     benchmark(cycling(lambda q: retriever.search(q, K), dense_queries()))
@@ -156,12 +186,17 @@ def test_bm25_search(benchmark: Any) -> None:
         sharing = tfidf_scores(size, query) > 0  # the documents sharing a word with the query
         assert len(ranking) == min(K, int(sharing.sum()))
         assert all(sharing[row_of[track_id]] for track_id in ranking.ids)
+        _, theirs = bm25s_search(size, query)  # float32, without BM25Index's factor k1 + 1
+        np.testing.assert_allclose(
+            (index.k1 + 1.0) * theirs[: len(ranking)], ranking.scores, rtol=1e-5
+        )
     if benchmark.disabled:
         return
     median = benchmark.stats.stats.median
     benchmark.extra_info.update(
         {
             "documents": size,
+            "over_bm25s": median / median_s(cycling(lambda q: bm25s_search(size, q), queries)),
             "over_tfidf_brute_force": median
             / median_s(cycling(lambda q: tfidf_search(size, q), queries)),
             "over_faiss_flat_384d": median
@@ -195,3 +230,48 @@ def test_bm25_add(benchmark: Any) -> None:
 
     index = benchmark.pedantic(index_all, rounds=5)
     assert len(index) == len(ids)
+
+
+# -- a change -----------------------------------------------------------------------------------
+
+
+@pytest.mark.benchmark(group="lexical change: 1,000 texts more or less, then a search")
+@pytest.mark.parametrize("change", ["add", "remove"])
+def test_bm25_change_then_search(benchmark: Any, change: str) -> None:
+    ids, texts, queries = corpus(_size(benchmark))
+    index = BM25Index()
+    index.add(ids, texts)
+    more = [f"more{i}" for i in range(CHANGE)]
+    search = cycling(lambda q: index.search([q], K), queries)
+
+    def add() -> None:
+        index.add(more, texts[:CHANGE])
+        search()
+
+    def remove() -> None:
+        index.remove(more)
+        search()
+
+    def setup() -> None:  # undo the last change, untimed
+        if change == "add" and more[0] in index:
+            remove()
+        elif change == "remove" and more[0] not in index:
+            add()
+
+    benchmark.pedantic(add if change == "add" else remove, setup=setup, rounds=25)
+    assert (more[0] in index) == (change == "add")
+    assert len(index) == len(ids) + (CHANGE if change == "add" else 0)
+    found = {track_id for ranking in index.search(queries, K) for track_id in ranking.ids}
+    if change == "add":
+        assert any(len(ranking) for ranking in index.search(queries, K, among=more))
+    else:
+        assert not found & set(more)  # copies of texts[:CHANGE], first among equal scores
+    if benchmark.disabled:
+        return
+    benchmark.extra_info.update(
+        {
+            "baseline": "the same searches of the unchanged index",
+            "documents": len(ids),
+            "over_unchanged_search": benchmark.stats.stats.median / median_s(search),
+        }
+    )
