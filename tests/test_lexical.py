@@ -3,7 +3,9 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import sys
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -302,6 +304,22 @@ def test_among_restricts_results_but_not_statistics() -> None:
     assert not index.search(["piano"], 10, among=[])[0].ids
     with pytest.raises(InvalidInputError, match="among"):
         index.search(["piano"], 10, among="a")
+
+
+def test_searches_in_threads_find_what_they_find_alone() -> None:
+    rng = np.random.default_rng(1)
+    docs = {f"t{i}": " ".join(rng.choice(WORDS, size=int(rng.integers(1, 8)))) for i in range(500)}
+    index = fresh(docs)
+    queries = [" ".join(rng.choice(WORDS, size=int(rng.integers(1, 4)))) for _ in range(100)]
+    alone = [list(r) for r in index.search(queries, 5)]
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # threads take turns inside searches
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            runs = list(pool.map(lambda _: index.search(queries, 5), range(16)))
+    finally:
+        sys.setswitchinterval(interval)
+    assert all([list(r) for r in run] == alone for run in runs)
 
 
 # -- bad input ----------------------------------------------------------------------------------
