@@ -25,6 +25,7 @@ import functools
 import itertools
 import statistics
 import time
+import tracemalloc
 from collections.abc import Callable
 from typing import Any
 
@@ -203,6 +204,14 @@ def test_bm25_search(benchmark: Any) -> None:
             / median_s(cycling(lambda q: dense(size).search(q, K), dense_queries()), rounds=50),
         }
     )
+    index.add(["probe"], ["guitar"])  # a change: the index forgets what searches kept
+    index.remove(["probe"])
+    tracemalloc.start()
+    index.search(queries, K)
+    kept = tracemalloc.get_traced_memory()[0]  # the queries' terms, the score array
+    tracemalloc.stop()
+    postings = sum(len(set(analyze(text))) for text in corpus(size)[1])
+    benchmark.extra_info.update({"postings": postings, "kept_mb_50_queries": kept / 1e6})
 
 
 # -- indexing -----------------------------------------------------------------------------------
