@@ -26,6 +26,7 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
+from newwave._checks import positive_int
 from newwave.errors import (
     AudioDecodeError,
     InvalidInputError,
@@ -96,14 +97,7 @@ class Windowing:
             raise InvalidInputError(
                 f"hop_seconds must be a positive number or None, got {self.hop_seconds!r}"
             )
-        if self.max_windows is not None and (
-            isinstance(self.max_windows, bool)
-            or not isinstance(self.max_windows, int)
-            or self.max_windows < 1
-        ):
-            raise InvalidInputError(
-                f"max_windows must be a positive integer or None, got {self.max_windows!r}"
-            )
+        positive_int(self.max_windows, "max_windows", allow_none=True)
         if self.pooling not in _POOLINGS:
             raise InvalidInputError(f"pooling must be 'mean' or 'max', got {self.pooling!r}")
 
@@ -352,8 +346,7 @@ def iter_windows(
     through librosa, which cannot seek) are decoded whole, then cut, as :func:`load_windows`
     does. Errors as for :func:`load_audio`, raised when the chunk at fault is decoded.
     """
-    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
-        raise InvalidInputError(f"chunk must be a positive integer, got {chunk!r}")
+    positive_int(chunk, "chunk")
     name = _check_file(path)
     sample_rate = _check_rate(sample_rate)
     w = windowing.window_samples(sample_rate)
@@ -416,9 +409,7 @@ def _context_frames(native: int, target: int, start: int) -> int:
 
 
 def _check_rate(rate: Any) -> int:
-    if isinstance(rate, bool) or not isinstance(rate, (int, np.integer)) or rate <= 0:
-        raise InvalidInputError(f"sample rate must be a positive integer, got {rate!r}")
-    return int(rate)
+    return positive_int(rate, "sample rate", numpy=True)
 
 
 def _check_file(path: str | os.PathLike[str]) -> str:

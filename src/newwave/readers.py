@@ -63,6 +63,7 @@ from typing import Any, Literal, TypeAlias
 
 from pydantic import JsonValue, ValidationError
 
+from newwave._checks import positive_int
 from newwave.errors import InvalidInputError, MissingDependencyError, MissingFileError
 from newwave.types import Track
 
@@ -157,7 +158,7 @@ def read_tracks(
     if not isinstance(tag_separator, str) or not tag_separator:
         raise InvalidInputError("tag_separator must be a non-empty string")
     wanted = _check_metadata(metadata)
-    limit = _check_limit("max_field_chars", max_field_chars)
+    limit = positive_int(max_field_chars, "max_field_chars")
     base = source.resolve().parent
     if fmt == "parquet":
         parquet = _import_pyarrow_parquet()
@@ -620,15 +621,9 @@ def scan_music_folder(
     if not root.is_dir():
         raise InvalidInputError(f"{root} is a file, not a folder")
     wanted = _check_extensions(extensions)
-    max_sidecar_bytes = _check_limit("max_sidecar_bytes", max_sidecar_bytes)
+    max_sidecar_bytes = positive_int(max_sidecar_bytes, "max_sidecar_bytes")
     mutagen = _import_mutagen()
     return _scan(mutagen, root.resolve(), wanted, recursive, max_sidecar_bytes)
-
-
-def _check_limit(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InvalidInputError(f"{name} must be a positive integer, got {value!r}")
-    return value
 
 
 def _check_extensions(extensions: Iterable[str]) -> tuple[str, ...]:
