@@ -13,7 +13,6 @@ NumPy is the only import at module level; soundfile, soxr and librosa are import
 
 from __future__ import annotations
 
-import importlib
 import math
 import os
 import warnings
@@ -27,10 +26,10 @@ import numpy as np
 import numpy.typing as npt
 
 from newwave._checks import positive_int
+from newwave._optional import import_optional
 from newwave.errors import (
     AudioDecodeError,
     InvalidInputError,
-    MissingDependencyError,
     MissingFileError,
 )
 
@@ -198,12 +197,7 @@ def resample(samples: npt.ArrayLike, from_sr: int, to_sr: int) -> FloatArray:
     from_sr, to_sr = _check_rate(from_sr), _check_rate(to_sr)
     if from_sr == to_sr or x.size == 0:
         return x
-    try:
-        soxr = importlib.import_module("soxr")  # untyped; a dependency of librosa
-    except ImportError as exc:
-        raise MissingDependencyError(
-            f"resampling audio needs soxr, which is not installed ({exc}): pip install soxr"
-        ) from exc
+    soxr = import_optional("soxr", purpose="resampling audio")  # a dependency of librosa
     out = soxr.resample(x, from_sr, to_sr, quality="HQ")
     return np.ascontiguousarray(out, dtype=np.float32)
 
@@ -426,19 +420,10 @@ def _check_file(path: str | os.PathLike[str]) -> str:
     return name
 
 
-def _import_soundfile() -> Any:
-    try:
-        import soundfile
-    except (ImportError, OSError) as exc:  # OSError: the libsndfile library is missing
-        raise MissingDependencyError(
-            f"decoding audio needs soundfile and libsndfile ({exc}): pip install soundfile"
-        ) from exc
-    return soundfile
-
-
 def _open_soundfile(name: str) -> Any:
     """An open ``soundfile.SoundFile``, or libsndfile's reason for not opening it."""
-    soundfile = _import_soundfile()
+    # OSError: the libsndfile library is missing.
+    soundfile = import_optional("soundfile", purpose="decoding audio", catch=(ImportError, OSError))
     try:
         return soundfile.SoundFile(name)
     except Exception as exc:  # LibsndfileError (a RuntimeError), or TypeError for odd headers
@@ -449,14 +434,7 @@ def _open_soundfile(name: str) -> Any:
 
 
 def _import_librosa() -> Any:
-    try:
-        import librosa
-    except ImportError as exc:
-        raise MissingDependencyError(
-            f"decoding this format needs librosa, which is not installed ({exc}): "
-            "pip install librosa"
-        ) from exc
-    return librosa
+    return import_optional("librosa", purpose="decoding this format")
 
 
 @contextmanager

@@ -64,7 +64,8 @@ from typing import Any, Literal, TypeAlias
 from pydantic import JsonValue, ValidationError
 
 from newwave._checks import positive_int
-from newwave.errors import InvalidInputError, MissingDependencyError, MissingFileError
+from newwave._optional import import_optional
+from newwave.errors import InvalidInputError, MissingFileError
 from newwave.types import Track
 
 __all__ = [
@@ -542,14 +543,7 @@ def _undecodable(builder: _Builder, exc: UnicodeDecodeError) -> InvalidInputErro
 
 
 def _import_pyarrow_parquet() -> Any:
-    try:
-        import pyarrow.parquet as pq
-    except ImportError as exc:
-        raise MissingDependencyError(
-            f"reading Parquet needs pyarrow, which is not installed ({exc}): "
-            "pip install 'newwave-music[parquet]'"
-        ) from exc
-    return pq
+    return import_optional("pyarrow.parquet", purpose="reading Parquet", extra="parquet")
 
 
 def _read_parquet(
@@ -622,7 +616,7 @@ def scan_music_folder(
         raise InvalidInputError(f"{root} is a file, not a folder")
     wanted = _check_extensions(extensions)
     max_sidecar_bytes = positive_int(max_sidecar_bytes, "max_sidecar_bytes")
-    mutagen = _import_mutagen()
+    mutagen = import_optional("mutagen", purpose="reading tags from music files", extra="tags")
     return _scan(mutagen, root.resolve(), wanted, recursive, max_sidecar_bytes)
 
 
@@ -637,17 +631,6 @@ def _check_extensions(extensions: Iterable[str]) -> tuple[str, ...]:
     if not normalized:
         raise InvalidInputError("extensions is empty")
     return tuple(normalized)
-
-
-def _import_mutagen() -> Any:
-    try:
-        import mutagen
-    except ImportError as exc:
-        raise MissingDependencyError(
-            f"reading tags from music files needs mutagen, which is not installed ({exc}): "
-            "pip install 'newwave-music[tags]'"
-        ) from exc
-    return mutagen
 
 
 def _scan(

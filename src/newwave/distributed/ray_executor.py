@@ -25,8 +25,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from newwave._optional import import_optional
 from newwave.distributed.manifest import TRACK_FIELD, _pyarrow, read_manifest
-from newwave.errors import InvalidInputError, MissingDependencyError
+from newwave.errors import InvalidInputError
 from newwave.types import Track
 
 if TYPE_CHECKING:
@@ -61,13 +62,7 @@ class _Partition:
 
 
 def _import_ray() -> Any:
-    try:
-        import ray
-    except ImportError as exc:
-        raise MissingDependencyError(
-            "the Ray executor needs Ray: pip install 'newwave-music[ray]'"
-        ) from exc
-    return ray
+    return import_optional("ray", purpose="the Ray executor", extra="ray", package="Ray")
 
 
 def _dense_channels(recommender: Recommender) -> list[DenseChannel]:

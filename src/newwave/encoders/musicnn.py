@@ -22,13 +22,13 @@ import numpy as np
 import numpy.typing as npt
 
 from newwave._checks import positive_int
+from newwave._optional import import_optional
 from newwave.audio import load_audio, resample, to_mono
 from newwave.device import resolve_device
 from newwave.encoders.base import Encoder, Skipped
 from newwave.errors import (
     AudioDecodeError,
     InvalidInputError,
-    MissingDependencyError,
     ModelNotFoundError,
 )
 from newwave.hookspecs import Register, hookimpl
@@ -397,13 +397,7 @@ class MusicnnEncoder(Encoder):
             return self._state
 
     def _build(self) -> _Loaded:
-        try:
-            import torch
-        except ImportError as exc:
-            raise MissingDependencyError(
-                f"the musicnn encoder needs PyTorch, which is not installed ({exc}): "
-                "pip install torch"
-            ) from exc
+        torch = import_optional("torch", purpose="the musicnn encoder")
         from newwave.encoders._musicnn_model import Musicnn
         from newwave.encoders._tf_checkpoint import read_checkpoint
 

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from newwave._checks import positive_int
+from newwave._optional import import_optional
 from newwave.errors import (
     ComponentUnavailableError,
     IndexCorruptError,
@@ -385,15 +386,7 @@ class FaissRetriever(Retriever):
 
 
 def _import_faiss() -> Any:
-    try:
-        import faiss
-    except ImportError as exc:
-        from newwave.errors import MissingDependencyError
-
-        raise MissingDependencyError(
-            "the 'faiss' retriever needs FAISS: pip install faiss-cpu (a dependency of newwave)"
-        ) from exc
-    return faiss
+    return import_optional("faiss", purpose="the 'faiss' retriever", package="faiss-cpu")
 
 
 def _first_line(exc: BaseException) -> str:
