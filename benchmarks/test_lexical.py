@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import functools
 import itertools
-import statistics
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -120,15 +118,6 @@ def cycling(call: Callable[[Any], object], items: list[Any]) -> Callable[[], obj
     return lambda: call(next(pool))
 
 
-def median_s(call: Callable[[], object], rounds: int = 200) -> float:
-    times = []
-    for _ in range(rounds):
-        began = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - began)
-    return statistics.median(times)
-
-
 # -- search -------------------------------------------------------------------------------------
 
 
@@ -146,7 +135,7 @@ def test_faiss_flat_384d_baseline(benchmark: Any) -> None:
 
 
 @pytest.mark.benchmark(group="lexical search: 1 query, k=10")
-def test_bm25_search(benchmark: Any) -> None:
+def test_bm25_search(benchmark: Any, median_s: Callable[..., float]) -> None:
     size = _size(benchmark)
     index, queries = bm25(size), corpus(size)[2]
     benchmark(cycling(lambda q: index.search([q], K), queries))
@@ -163,9 +152,9 @@ def test_bm25_search(benchmark: Any) -> None:
         {
             "documents": size,
             "over_tfidf_brute_force": median
-            / median_s(cycling(lambda q: tfidf_search(size, q), queries)),
+            / median_s(cycling(lambda q: tfidf_search(size, q), queries), 200),
             "over_faiss_flat_384d": median
-            / median_s(cycling(lambda q: dense(size).search(q, K), dense_queries()), rounds=50),
+            / median_s(cycling(lambda q: dense(size).search(q, K), dense_queries()), 50),
         }
     )
 
