@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from newwave._optional import import_optional
+from newwave._storage import atomic_file
 from newwave.distributed.manifest import TRACK_FIELD, _pyarrow, read_manifest
 from newwave.errors import InvalidInputError
 from newwave.types import Track
@@ -165,9 +166,8 @@ def write_shard(
         }
     )
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    pq.write_table(table, temporary)
-    temporary.replace(path)
+    with atomic_file(path, suffix=".tmp", umask=True) as temporary:
+        pq.write_table(table, str(temporary))
 
 
 def read_shard(path: Path) -> tuple[list[str], list[str], list[str], np.ndarray]:
