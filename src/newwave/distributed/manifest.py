@@ -31,7 +31,8 @@ _ROW_GROUP = 65536
 
 
 def _pyarrow() -> Any:
-    pq = import_optional("pyarrow.parquet", purpose="Parquet manifests and shards", extra="ray")
+    purpose = "reading and writing Parquet manifests and shards"
+    pq = import_optional("pyarrow.parquet", purpose=purpose, extra="ray")
     return sys.modules["pyarrow"], pq
 
 
