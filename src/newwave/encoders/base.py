@@ -231,7 +231,7 @@ class Encoder(ABC):
         dim = self.dim
         if not items:
             return np.zeros((0, dim), dtype=np.float32)
-        size = positive_int(batch_size or self.batch_size, "batch_size")
+        size = positive_int(batch_size or self.batch_size, "batch_size", numpy=True)
         # Longest first: similar lengths share a batch (less padding) and memory peaks early.
         order = sorted(range(len(items)), key=lambda i: -self._length(items[i], modality))
         out = np.zeros((len(items), dim), dtype=np.float32)
