@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import functools
 import itertools
-import statistics
-import time
 import tracemalloc
 from collections.abc import Callable
 from typing import Any
@@ -144,15 +142,6 @@ def cycling(call: Callable[[Any], object], items: list[Any]) -> Callable[[], obj
     return lambda: call(next(pool))
 
 
-def median_s(call: Callable[[], object], rounds: int = 200) -> float:
-    times = []
-    for _ in range(rounds):
-        began = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - began)
-    return statistics.median(times)
-
-
 # -- search -------------------------------------------------------------------------------------
 
 
@@ -177,7 +166,7 @@ def test_faiss_flat_384d_baseline(benchmark: Any) -> None:
 
 
 @pytest.mark.benchmark(group="lexical search: 1 query, k=10")
-def test_bm25_search(benchmark: Any) -> None:
+def test_bm25_search(benchmark: Any, median_s: Callable[..., float]) -> None:
     size = _size(benchmark)
     index, queries = bm25(size), corpus(size)[2]
     benchmark(cycling(lambda q: index.search([q], K), queries))
@@ -197,11 +186,11 @@ def test_bm25_search(benchmark: Any) -> None:
     benchmark.extra_info.update(
         {
             "documents": size,
-            "over_bm25s": median / median_s(cycling(lambda q: bm25s_search(size, q), queries)),
+            "over_bm25s": median / median_s(cycling(lambda q: bm25s_search(size, q), queries), 200),
             "over_tfidf_brute_force": median
-            / median_s(cycling(lambda q: tfidf_search(size, q), queries)),
+            / median_s(cycling(lambda q: tfidf_search(size, q), queries), 200),
             "over_faiss_flat_384d": median
-            / median_s(cycling(lambda q: dense(size).search(q, K), dense_queries()), rounds=50),
+            / median_s(cycling(lambda q: dense(size).search(q, K), dense_queries()), 50),
         }
     )
     index.add(["probe"], ["guitar"])  # a change: the index forgets what searches kept
@@ -246,7 +235,9 @@ def test_bm25_add(benchmark: Any) -> None:
 
 @pytest.mark.benchmark(group="lexical change: 1,000 texts more or less, then a search")
 @pytest.mark.parametrize("change", ["add", "remove"])
-def test_bm25_change_then_search(benchmark: Any, change: str) -> None:
+def test_bm25_change_then_search(
+    benchmark: Any, change: str, median_s: Callable[..., float]
+) -> None:
     ids, texts, queries = corpus(_size(benchmark))
     index = BM25Index()
     index.add(ids, texts)
@@ -281,6 +272,6 @@ def test_bm25_change_then_search(benchmark: Any, change: str) -> None:
         {
             "baseline": "the same searches of the unchanged index",
             "documents": len(ids),
-            "over_unchanged_search": benchmark.stats.stats.median / median_s(search),
+            "over_unchanged_search": benchmark.stats.stats.median / median_s(search, 200),
         }
     )

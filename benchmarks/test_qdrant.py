@@ -11,8 +11,6 @@ not measured here.
 
 from __future__ import annotations
 
-import statistics
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -52,42 +50,43 @@ def retrievers(size: int, tmp_path_factory: pytest.TempPathFactory) -> dict[str,
     return built
 
 
-def _median_s(call: Callable[[], object], rounds: int = 20) -> float:
-    times = []
-    for _ in range(rounds):
-        began = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - began)
-    return statistics.median(times)
+@pytest.fixture
+def run(
+    benchmark: Any, median_s: Callable[..., float], retrievers: dict[str, Retriever]
+) -> Callable[..., None]:
+    """``run(name, queries, **kw)``: times that retriever's search; Qdrant's times FAISS too."""
 
+    def run(name: str, queries: np.ndarray, **kw: Any) -> None:
+        rankings = benchmark(retrievers[name].search, queries, K, **kw)
+        expected = retrievers["faiss"].search(queries, K, **kw)
+        assert [r.ids for r in rankings] == [r.ids for r in expected]
+        if name == "qdrant" and not benchmark.disabled:
+            faiss = median_s(lambda: retrievers["faiss"].search(queries, K, **kw), 20)
+            benchmark.extra_info["baseline"] = "faiss retriever (Flat), same queries"
+            benchmark.extra_info["over_faiss"] = benchmark.stats.stats.median / faiss
 
-def _run(
-    benchmark: Any, retrievers: dict[str, Retriever], name: str, queries: np.ndarray, **kw: Any
-) -> None:
-    rankings = benchmark(retrievers[name].search, queries, K, **kw)
-    expected = retrievers["faiss"].search(queries, K, **kw)
-    assert [r.ids for r in rankings] == [r.ids for r in expected]
-    if name == "qdrant" and not benchmark.disabled:
-        faiss = _median_s(lambda: retrievers["faiss"].search(queries, K, **kw))
-        benchmark.extra_info["baseline"] = "faiss retriever (Flat), same queries"
-        benchmark.extra_info["over_faiss"] = benchmark.stats.stats.median / faiss
+    return run
 
 
 @pytest.mark.parametrize("name", ["faiss", "qdrant"])
-def test_one_query(benchmark: Any, retrievers: dict[str, Retriever], name: str, size: int) -> None:
+def test_one_query(benchmark: Any, run: Callable[..., None], name: str, size: int) -> None:
     benchmark.group = GROUP.format(size) + ", 1 query"
-    _run(benchmark, retrievers, name, _unit(1, 1))
+    run(name, _unit(1, 1))
 
 
 @pytest.mark.parametrize("name", ["faiss", "qdrant"])
-def test_16_queries(benchmark: Any, retrievers: dict[str, Retriever], name: str, size: int) -> None:
+def test_16_queries(benchmark: Any, run: Callable[..., None], name: str, size: int) -> None:
     benchmark.group = GROUP.format(size) + ", 16 queries"
-    _run(benchmark, retrievers, name, _unit(16, 2))
+    run(name, _unit(16, 2))
 
 
 @pytest.mark.parametrize("name", ["faiss", "qdrant", "qdrant-id-filter"])
 def test_one_query_among_a_tenth(
-    benchmark: Any, retrievers: dict[str, Retriever], name: str, size: int
+    benchmark: Any,
+    run: Callable[..., None],
+    retrievers: dict[str, Retriever],
+    name: str,
+    size: int,
 ) -> None:
     """``qdrant`` fetches the vectors of those labels (its choice in local mode);
     ``qdrant-id-filter`` uses Qdrant's ``HasIdCondition`` filter (its choice on a server)."""
@@ -97,6 +96,6 @@ def test_one_query_among_a_tenth(
     assert isinstance(qdrant, QdrantRetriever)
     qdrant.id_filter = name == "qdrant-id-filter"
     try:
-        _run(benchmark, retrievers, name.removesuffix("-id-filter"), _unit(1, 3), among=among)
+        run(name.removesuffix("-id-filter"), _unit(1, 3), among=among)
     finally:
         qdrant.id_filter = False

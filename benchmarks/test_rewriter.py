@@ -69,15 +69,6 @@ def _minilm() -> Any:
     return encoder
 
 
-def _median_s(call: Callable[[], object], rounds: int) -> float:
-    times = []
-    for _ in range(rounds):
-        began = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - began)
-    return statistics.median(times)
-
-
 @pytest.mark.benchmark(group="one query: rewrite vs MiniLM encoding")
 def test_minilm_query_encoding_baseline(benchmark: Any) -> None:
     minilm = _minilm()
@@ -89,7 +80,9 @@ def test_minilm_query_encoding_baseline(benchmark: Any) -> None:
 
 
 @pytest.mark.benchmark(group="one query: rewrite vs MiniLM encoding")
-def test_rule_rewriter(benchmark: Any, rewriter: RuleRewriter) -> None:
+def test_rule_rewriter(
+    benchmark: Any, median_s: Callable[..., float], rewriter: RuleRewriter
+) -> None:
     following = _cycle(QUERIES)
     parsed = benchmark(lambda: rewriter.rewrite(following()))
     assert parsed.text
@@ -105,5 +98,5 @@ def test_rule_rewriter(benchmark: Any, rewriter: RuleRewriter) -> None:
     minilm = _minilm()
     if minilm is None:
         return
-    encode = _median_s(lambda: minilm.encode_queries([QUERIES[0]]), rounds=30)
+    encode = median_s(lambda: minilm.encode_queries([QUERIES[0]]), 30)
     benchmark.extra_info["minilm_over_rewriter"] = encode / benchmark.stats.stats.median

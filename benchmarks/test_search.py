@@ -12,8 +12,6 @@
 from __future__ import annotations
 
 import functools
-import statistics
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -63,15 +61,6 @@ def _blas_threshold(value: int) -> Iterator[None]:
         faiss.cvar.distance_compute_blas_threshold = before
 
 
-def _median_s(call: Callable[[], object], rounds: int = 30) -> float:
-    times = []
-    for _ in range(rounds):
-        began = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - began)
-    return statistics.median(times)
-
-
 # -- small batches: FAISS's per-query kernel against its BLAS kernel ------------------------
 
 
@@ -99,6 +88,7 @@ def test_faiss_retriever_flat_before(
 @pytest.mark.benchmark(group="search 20k x 384, 16 queries, k=10")
 def test_faiss_retriever_flat(
     benchmark: Any,
+    median_s: Callable[..., float],
     data: tuple[np.ndarray, np.ndarray],
     flat: FaissRetriever,
     monkeypatch: pytest.MonkeyPatch,
@@ -110,7 +100,7 @@ def test_faiss_retriever_flat(
     if not benchmark.disabled:
         with monkeypatch.context() as patch:
             patch.setattr(flat, "batch_blas", False)
-            before = _median_s(lambda: flat.search(data[1], K))
+            before = median_s(lambda: flat.search(data[1], K), 30)
         benchmark.extra_info["before_over_after"] = before / benchmark.stats.stats.median
 
 
@@ -157,7 +147,9 @@ def test_raw_faiss_blas_kernel(benchmark: Any, tracks: int) -> None:
 
 @pytest.mark.parametrize("batch", [1, QUERIES])
 @pytest.mark.parametrize("tracks", [10_000, 100_000])
-def test_faiss_retriever_search(benchmark: Any, tracks: int, batch: int) -> None:
+def test_faiss_retriever_search(
+    benchmark: Any, median_s: Callable[..., float], tracks: int, batch: int
+) -> None:
     raw, retriever, queries = _overhead(benchmark, tracks, batch)
     rankings = benchmark(retriever.search, queries, K)
     _, labels = raw.search(queries, K)
@@ -165,8 +157,8 @@ def test_faiss_retriever_search(benchmark: Any, tracks: int, batch: int) -> None
     if benchmark.disabled:
         return
     median = benchmark.stats.stats.median
-    benchmark.extra_info["over_raw_faiss"] = median / _median_s(lambda: raw.search(queries, K))
+    benchmark.extra_info["over_raw_faiss"] = median / median_s(lambda: raw.search(queries, K), 30)
     if batch > 1:  # the wrapper alone: raw FAISS on the kernel that the retriever picks
         with _blas_threshold(1):
-            same_kernel = _median_s(lambda: raw.search(queries, K))
+            same_kernel = median_s(lambda: raw.search(queries, K), 30)
         benchmark.extra_info["over_raw_faiss_same_kernel"] = median / same_kernel

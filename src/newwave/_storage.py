@@ -26,6 +26,7 @@ from newwave.errors import IndexCorruptError, InvalidInputError, MissingFileErro
 
 __all__ = [
     "atomic_directory",
+    "atomic_file",
     "fsync_tree",
     "honour_umask",
     "new_directory",
@@ -69,21 +70,33 @@ def _umask() -> int:
     return mask
 
 
+@contextmanager
+def atomic_file(path: Path, *, suffix: str = "", umask: bool = False) -> Iterator[Path]:
+    """A temporary file beside ``path`` to write: flushed to disk and renamed to ``path`` when the
+    block ends, deleted if it raises. It is private, or with ``umask`` has the permissions the
+    umask gives."""
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    try:
+        if umask:
+            os.fchmod(fd, 0o666 & ~_umask())
+    finally:
+        os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        _fsync(tmp)
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def write_json(path: Path, value: Any) -> None:
     """Write ``value`` as JSON to ``path`` atomically (temporary file, fsync, rename), with the
     permissions the umask gives."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.fchmod(fd, 0o666 & ~_umask())
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(value, handle, indent=2, sort_keys=True, ensure_ascii=False)
-            handle.write("\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        Path(tmp).replace(path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path, umask=True) as tmp, tmp.open("w", encoding="utf-8") as handle:
+        json.dump(value, handle, indent=2, sort_keys=True, ensure_ascii=False)
+        handle.write("\n")
 
 
 def read_json(path: Path) -> Any:

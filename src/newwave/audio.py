@@ -13,7 +13,6 @@ NumPy is the only import at module level; soundfile, soxr and librosa are import
 
 from __future__ import annotations
 
-import importlib
 import math
 import os
 import warnings
@@ -26,10 +25,11 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
+from newwave._checks import positive_int
+from newwave._optional import import_optional
 from newwave.errors import (
     AudioDecodeError,
     InvalidInputError,
-    MissingDependencyError,
     MissingFileError,
 )
 
@@ -96,14 +96,7 @@ class Windowing:
             raise InvalidInputError(
                 f"hop_seconds must be a positive number or None, got {self.hop_seconds!r}"
             )
-        if self.max_windows is not None and (
-            isinstance(self.max_windows, bool)
-            or not isinstance(self.max_windows, int)
-            or self.max_windows < 1
-        ):
-            raise InvalidInputError(
-                f"max_windows must be a positive integer or None, got {self.max_windows!r}"
-            )
+        positive_int(self.max_windows, "max_windows", allow_none=True)
         if self.pooling not in _POOLINGS:
             raise InvalidInputError(f"pooling must be 'mean' or 'max', got {self.pooling!r}")
 
@@ -204,12 +197,7 @@ def resample(samples: npt.ArrayLike, from_sr: int, to_sr: int) -> FloatArray:
     from_sr, to_sr = _check_rate(from_sr), _check_rate(to_sr)
     if from_sr == to_sr or x.size == 0:
         return x
-    try:
-        soxr = importlib.import_module("soxr")  # untyped; a dependency of librosa
-    except ImportError as exc:
-        raise MissingDependencyError(
-            f"resampling audio needs soxr, which is not installed ({exc}): pip install soxr"
-        ) from exc
+    soxr = import_optional("soxr", purpose="resampling audio")  # a dependency of librosa
     out = soxr.resample(x, from_sr, to_sr, quality="HQ")
     return np.ascontiguousarray(out, dtype=np.float32)
 
@@ -352,8 +340,7 @@ def iter_windows(
     through librosa, which cannot seek) are decoded whole, then cut, as :func:`load_windows`
     does. Errors as for :func:`load_audio`, raised when the chunk at fault is decoded.
     """
-    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
-        raise InvalidInputError(f"chunk must be a positive integer, got {chunk!r}")
+    positive_int(chunk, "chunk")
     name = _check_file(path)
     sample_rate = _check_rate(sample_rate)
     w = windowing.window_samples(sample_rate)
@@ -416,9 +403,7 @@ def _context_frames(native: int, target: int, start: int) -> int:
 
 
 def _check_rate(rate: Any) -> int:
-    if isinstance(rate, bool) or not isinstance(rate, (int, np.integer)) or rate <= 0:
-        raise InvalidInputError(f"sample rate must be a positive integer, got {rate!r}")
-    return int(rate)
+    return positive_int(rate, "sample rate", numpy=True)
 
 
 def _check_file(path: str | os.PathLike[str]) -> str:
@@ -435,19 +420,10 @@ def _check_file(path: str | os.PathLike[str]) -> str:
     return name
 
 
-def _import_soundfile() -> Any:
-    try:
-        import soundfile
-    except (ImportError, OSError) as exc:  # OSError: the libsndfile library is missing
-        raise MissingDependencyError(
-            f"decoding audio needs soundfile and libsndfile ({exc}): pip install soundfile"
-        ) from exc
-    return soundfile
-
-
 def _open_soundfile(name: str) -> Any:
     """An open ``soundfile.SoundFile``, or libsndfile's reason for not opening it."""
-    soundfile = _import_soundfile()
+    # OSError: the libsndfile library is missing.
+    soundfile = import_optional("soundfile", purpose="decoding audio", catch=(ImportError, OSError))
     try:
         return soundfile.SoundFile(name)
     except Exception as exc:  # LibsndfileError (a RuntimeError), or TypeError for odd headers
@@ -458,14 +434,7 @@ def _open_soundfile(name: str) -> Any:
 
 
 def _import_librosa() -> Any:
-    try:
-        import librosa
-    except ImportError as exc:
-        raise MissingDependencyError(
-            f"decoding this format needs librosa, which is not installed ({exc}): "
-            "pip install librosa"
-        ) from exc
-    return librosa
+    return import_optional("librosa", purpose="decoding this format")
 
 
 @contextmanager

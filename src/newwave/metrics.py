@@ -46,6 +46,7 @@ from typing import Any, Final, TypeAlias
 import numpy as np
 import numpy.typing as npt
 
+from newwave._checks import positive_int
 from newwave.errors import DimensionMismatchError, InvalidInputError, NonFiniteVectorError
 
 __all__ = [
@@ -236,9 +237,7 @@ def parse_metrics(metrics: Iterable[str] | str) -> tuple[str, ...]:
 def _check_k(k: int | None, *, optional: bool = False) -> str:
     if k is None and optional:
         return ""
-    if k is None or not _is_int(k) or k < 1:
-        raise InvalidInputError(f"k must be a positive integer, got {k!r}")
-    return f"@{int(k)}"
+    return f"@{positive_int(k, 'k', numpy=True)}"
 
 
 def _is_int(value: object, *, allow_bool: bool = False) -> bool:
@@ -657,9 +656,7 @@ def _score_blocks(
 def _chunk_rows(chunk_size: int | None, n_candidates: int) -> int:
     if chunk_size is None:
         return max(1, _CHUNK_ELEMENTS // max(1, n_candidates))
-    if not _is_int(chunk_size) or chunk_size < 1:
-        raise InvalidInputError(f"chunk_size must be a positive integer, got {chunk_size!r}")
-    return int(chunk_size)
+    return positive_int(chunk_size, "chunk_size", numpy=True)
 
 
 def evaluate_dense(

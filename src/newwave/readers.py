@@ -63,7 +63,9 @@ from typing import Any, Literal, TypeAlias
 
 from pydantic import JsonValue, ValidationError
 
-from newwave.errors import InvalidInputError, MissingDependencyError, MissingFileError
+from newwave._checks import positive_int
+from newwave._optional import import_optional
+from newwave.errors import InvalidInputError, MissingFileError
 from newwave.types import Track
 
 __all__ = [
@@ -157,7 +159,7 @@ def read_tracks(
     if not isinstance(tag_separator, str) or not tag_separator:
         raise InvalidInputError("tag_separator must be a non-empty string")
     wanted = _check_metadata(metadata)
-    limit = _check_limit("max_field_chars", max_field_chars)
+    limit = positive_int(max_field_chars, "max_field_chars")
     base = source.resolve().parent
     if fmt == "parquet":
         parquet = _import_pyarrow_parquet()
@@ -541,14 +543,7 @@ def _undecodable(builder: _Builder, exc: UnicodeDecodeError) -> InvalidInputErro
 
 
 def _import_pyarrow_parquet() -> Any:
-    try:
-        import pyarrow.parquet as pq
-    except ImportError as exc:
-        raise MissingDependencyError(
-            f"reading Parquet needs pyarrow, which is not installed ({exc}): "
-            "pip install 'newwave-music[parquet]'"
-        ) from exc
-    return pq
+    return import_optional("pyarrow.parquet", purpose="reading Parquet", extra="parquet")
 
 
 def _read_parquet(
@@ -620,15 +615,9 @@ def scan_music_folder(
     if not root.is_dir():
         raise InvalidInputError(f"{root} is a file, not a folder")
     wanted = _check_extensions(extensions)
-    max_sidecar_bytes = _check_limit("max_sidecar_bytes", max_sidecar_bytes)
-    mutagen = _import_mutagen()
+    max_sidecar_bytes = positive_int(max_sidecar_bytes, "max_sidecar_bytes")
+    mutagen = import_optional("mutagen", purpose="reading tags from music files", extra="tags")
     return _scan(mutagen, root.resolve(), wanted, recursive, max_sidecar_bytes)
-
-
-def _check_limit(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InvalidInputError(f"{name} must be a positive integer, got {value!r}")
-    return value
 
 
 def _check_extensions(extensions: Iterable[str]) -> tuple[str, ...]:
@@ -642,17 +631,6 @@ def _check_extensions(extensions: Iterable[str]) -> tuple[str, ...]:
     if not normalized:
         raise InvalidInputError("extensions is empty")
     return tuple(normalized)
-
-
-def _import_mutagen() -> Any:
-    try:
-        import mutagen
-    except ImportError as exc:
-        raise MissingDependencyError(
-            f"reading tags from music files needs mutagen, which is not installed ({exc}): "
-            "pip install 'newwave-music[tags]'"
-        ) from exc
-    return mutagen
 
 
 def _scan(

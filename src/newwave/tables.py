@@ -15,7 +15,8 @@ import io
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from newwave.errors import InvalidInputError, MissingDependencyError
+from newwave._optional import import_optional
+from newwave.errors import InvalidInputError
 
 if TYPE_CHECKING:
     from newwave.query.base import ParsedQuery
@@ -169,26 +170,14 @@ def recommender_html(rec: Recommender) -> str:
 
 def hits_to_pandas(hits: Sequence[Hit]) -> Any:
     """A ``pandas.DataFrame`` of the rows (``newwave-music[pandas]``)."""
-    try:
-        import pandas as pd  # type: ignore[import-untyped,unused-ignore]
-    except ImportError as exc:
-        raise MissingDependencyError(
-            f"Hits.to_pandas needs pandas, which is not installed ({exc}): "
-            "pip install 'newwave-music[pandas]'"
-        ) from exc
+    pd = import_optional("pandas", purpose="Hits.to_pandas", extra="pandas")
     rows = hits_rows(hits)
     return pd.DataFrame(rows, columns=list(rows[0]) if rows else list(TRACK_COLUMNS))
 
 
 def hits_to_arrow(hits: Sequence[Hit]) -> Any:
     """A ``pyarrow.Table`` of the rows (``newwave-music[parquet]``), with explicit types."""
-    try:
-        import pyarrow as pa
-    except ImportError as exc:
-        raise MissingDependencyError(
-            f"Hits.to_arrow needs pyarrow, which is not installed ({exc}): "
-            "pip install 'newwave-music[parquet]'"
-        ) from exc
+    pa = import_optional("pyarrow", purpose="Hits.to_arrow", extra="parquet")
     rows = hits_rows(hits)
     types: dict[str, Any] = {
         "rank": pa.int64(),

@@ -9,11 +9,13 @@ catalogue's order, so the manifest is split into partitions deterministically.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from newwave.errors import InvalidInputError, MissingDependencyError
+from newwave._optional import import_optional
+from newwave.errors import InvalidInputError
 from newwave.types import Track
 
 if TYPE_CHECKING:
@@ -29,15 +31,9 @@ _ROW_GROUP = 65536
 
 
 def _pyarrow() -> Any:
-    try:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-    except ImportError as exc:
-        raise MissingDependencyError(
-            "manifests and shards are Parquet files, which need pyarrow: "
-            "pip install 'newwave-music[ray]'"
-        ) from exc
-    return pa, pq
+    purpose = "reading and writing Parquet manifests and shards"
+    pq = import_optional("pyarrow.parquet", purpose=purpose, extra="ray")
+    return sys.modules["pyarrow"], pq
 
 
 def export_manifest(

@@ -25,8 +25,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from newwave._optional import import_optional
+from newwave._storage import atomic_file
 from newwave.distributed.manifest import TRACK_FIELD, _pyarrow, read_manifest
-from newwave.errors import InvalidInputError, MissingDependencyError
+from newwave.errors import InvalidInputError
 from newwave.types import Track
 
 if TYPE_CHECKING:
@@ -61,13 +63,7 @@ class _Partition:
 
 
 def _import_ray() -> Any:
-    try:
-        import ray
-    except ImportError as exc:
-        raise MissingDependencyError(
-            "the Ray executor needs Ray: pip install 'newwave-music[ray]'"
-        ) from exc
-    return ray
+    return import_optional("ray", purpose="the Ray executor", extra="ray", package="Ray")
 
 
 def _dense_channels(recommender: Recommender) -> list[DenseChannel]:
@@ -170,9 +166,8 @@ def write_shard(
         }
     )
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    pq.write_table(table, temporary)
-    temporary.replace(path)
+    with atomic_file(path, suffix=".tmp", umask=True) as temporary:
+        pq.write_table(table, str(temporary))
 
 
 def read_shard(path: Path) -> tuple[list[str], list[str], list[str], np.ndarray]:

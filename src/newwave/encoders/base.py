@@ -12,6 +12,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from tqdm.auto import tqdm
 
+from newwave._checks import positive_int
 from newwave._vectors import as_matrix, l2_normalize
 from newwave.errors import (
     EmptyQueryError,
@@ -63,8 +64,8 @@ class Encoder(ABC):
     default_batch_size: ClassVar[int] = 32
 
     def __init__(self, *, batch_size: int | None = None, show_progress_bar: bool | None = None):
-        if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
-            raise InvalidInputError(f"batch_size must be a positive integer, got {batch_size!r}")
+        if batch_size is not None:
+            positive_int(batch_size, "batch_size")
         self.batch_size = batch_size or self.default_batch_size
         self.show_progress_bar = show_progress_bar
 
@@ -169,9 +170,7 @@ class Encoder(ABC):
         if on_error not in ("raise", "skip"):
             raise InvalidInputError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
         size = self.batch_size if batch_size is None else batch_size
-        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-            raise InvalidInputError(f"batch_size must be a positive integer, got {size!r}")
-        return self._check_audio(audio), size
+        return self._check_audio(audio), positive_int(size, "batch_size")
 
     def text_limit_chars(self) -> int:
         """The longest text this encoder takes, in characters (see :attr:`max_text_chars`)."""
@@ -186,9 +185,7 @@ class Encoder(ABC):
                 limit = int(raw)
             except ValueError:
                 limit = raw
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-            raise InvalidInputError(f"{what} must be a positive integer, got {limit!r}")
-        return limit
+        return positive_int(limit, what)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, model_id={self.model_id!r})"
@@ -234,9 +231,7 @@ class Encoder(ABC):
         dim = self.dim
         if not items:
             return np.zeros((0, dim), dtype=np.float32)
-        size = batch_size or self.batch_size
-        if size < 1:
-            raise InvalidInputError(f"batch_size must be a positive integer, got {size!r}")
+        size = positive_int(batch_size or self.batch_size, "batch_size", numpy=True)
         # Longest first: similar lengths share a batch (less padding) and memory peaks early.
         order = sorted(range(len(items)), key=lambda i: -self._length(items[i], modality))
         out = np.zeros((len(items), dim), dtype=np.float32)
@@ -362,9 +357,7 @@ def _describe(item: Any, modality: Modality, i: int) -> str:
 
 def _check_waveform(wave: Waveform, i: int) -> Waveform:
     samples = np.asarray(wave.samples)
-    rate = wave.sample_rate
-    if isinstance(rate, bool) or not isinstance(rate, (int, np.integer)) or rate <= 0:
-        raise InvalidInputError(f"audio {i}: sample rate must be a positive integer, got {rate!r}")
+    rate = positive_int(wave.sample_rate, f"audio {i}: sample rate", numpy=True)
     if not np.issubdtype(samples.dtype, np.floating):
         raise InvalidInputError(
             f"audio {i}: samples must be floating point in [-1, 1], got dtype {samples.dtype}"
@@ -376,4 +369,4 @@ def _check_waveform(wave: Waveform, i: int) -> Waveform:
         )
     if not np.isfinite(samples).all():
         raise InvalidInputError(f"audio {i}: samples contain NaN or infinity")
-    return Waveform(samples, int(rate))
+    return Waveform(samples, rate)

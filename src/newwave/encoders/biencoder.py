@@ -29,6 +29,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, model_validator
 
 from newwave._storage import write_json
+from newwave._weights import load_prefixed
 from newwave.device import resolve_device
 from newwave.encoders._hf import (
     DTYPES,
@@ -288,26 +289,13 @@ class BiEncoder(Encoder):
         heads = new_heads(self.config)
         if not heads:
             return heads
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
         assert self.path is not None
         path = self.path / HEADS_FILE
         if not path.is_file():
             raise IndexCorruptError(f"{self.path} is incomplete: {HEADS_FILE} is missing")
-        try:
-            tensors = load_file(str(path))
-        except (SafetensorError, OSError) as exc:
-            raise IndexCorruptError(f"{path} is not a readable safetensors file: {exc}") from exc
-        for role, head in heads.items():
-            prefix = f"{self.config.head_name(role)}."
-            state = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
-            try:
-                head.load_state_dict(state, strict=True)
-            except RuntimeError as exc:
-                raise IndexCorruptError(
-                    f"{path} does not fit {CONFIG_FILE}: {str(exc).splitlines()[0]}"
-                ) from exc
+        named = {str(self.config.head_name(role)): head for role, head in heads.items()}
+        load_prefixed(path, named, config=CONFIG_FILE)
+        for head in heads.values():
             head.to(self.device).eval()
         return heads
 

@@ -21,13 +21,14 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 import numpy.typing as npt
 
+from newwave._checks import positive_int
+from newwave._optional import import_optional
 from newwave.audio import load_audio, resample, to_mono
 from newwave.device import resolve_device
 from newwave.encoders.base import Encoder, Skipped
 from newwave.errors import (
     AudioDecodeError,
     InvalidInputError,
-    MissingDependencyError,
     ModelNotFoundError,
 )
 from newwave.hookspecs import Register, hookimpl
@@ -171,14 +172,7 @@ class MusicnnEncoder(Encoder):
         window_patches: int = 3,
     ) -> None:
         super().__init__(batch_size=batch_size, show_progress_bar=show_progress_bar)
-        if (
-            isinstance(window_patches, bool)
-            or not isinstance(window_patches, int)
-            or window_patches < 1
-        ):
-            raise InvalidInputError(
-                f"window_patches must be a positive integer, got {window_patches!r}"
-            )
+        positive_int(window_patches, "window_patches")
         self.window_patches = window_patches
         if model not in LABELS:
             raise InvalidInputError(f"model must be one of {', '.join(MODELS)}, got {model!r}")
@@ -337,10 +331,7 @@ class MusicnnEncoder(Encoder):
         least that much. These are a model's guesses, to fill in a track that has no tags, not
         human tags: keep them apart (e.g. in ``track.metadata``) and say where they came from.
         """
-        if top_k is not None and (
-            isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1
-        ):
-            raise InvalidInputError(f"top_k must be a positive integer or None, got {top_k!r}")
+        positive_int(top_k, "top_k", allow_none=True)
         if not isinstance(threshold, (int, float)) or not 0.0 <= threshold <= 1.0:
             raise InvalidInputError(f"threshold must lie in [0, 1], got {threshold!r}")
         probabilities = self.tag_probabilities(audio, batch_size=batch_size)
@@ -406,13 +397,7 @@ class MusicnnEncoder(Encoder):
             return self._state
 
     def _build(self) -> _Loaded:
-        try:
-            import torch
-        except ImportError as exc:
-            raise MissingDependencyError(
-                f"the musicnn encoder needs PyTorch, which is not installed ({exc}): "
-                "pip install torch"
-            ) from exc
+        torch = import_optional("torch", purpose="the musicnn encoder")
         from newwave.encoders._musicnn_model import Musicnn
         from newwave.encoders._tf_checkpoint import read_checkpoint
 

@@ -16,7 +16,6 @@ import json
 import logging
 import os
 import sys
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +24,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from newwave._storage import write_json
+from newwave._storage import atomic_file, write_json
 from newwave.encoders.base import Encoder
 from newwave.errors import MissingFileError
 from newwave.types import FloatMatrix
@@ -158,13 +157,5 @@ def _read(path: Path, dim: int) -> np.ndarray | None:
 
 def _write(path: Path, vector: np.ndarray) -> None:
     """Save ``vector`` to ``path`` atomically (temporary file, fsync, rename)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.save(handle, np.ascontiguousarray(vector, dtype=np.float32), allow_pickle=False)
-            handle.flush()
-            os.fsync(handle.fileno())
-        Path(tmp).replace(path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path, suffix=".tmp") as tmp, tmp.open("wb") as handle:
+        np.save(handle, np.ascontiguousarray(vector, dtype=np.float32), allow_pickle=False)

@@ -10,6 +10,7 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
+from newwave._checks import positive_int
 from newwave._vectors import as_matrix, l2_normalize
 from newwave.errors import InvalidInputError
 from newwave.types import FloatMatrix, Ranking
@@ -74,8 +75,7 @@ class Fuser(ABC):
         self, rankings: Mapping[str, Ranking], *, k: int, coverage: Coverage | None = None
     ) -> Ranking:
         """One ranking of at most ``k`` ids from the per-field ``rankings``, best first."""
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise InvalidInputError(f"k must be a positive integer, got {k!r}")
+        positive_int(k, "k")
         for field_name, ranking in rankings.items():
             if not isinstance(ranking, Ranking):
                 raise InvalidInputError(

@@ -22,6 +22,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from newwave._storage import write_json
+from newwave._weights import load_prefixed
 from newwave.errors import IndexCorruptError, MissingFileError
 from newwave.fusion.base import EmbeddingFuser
 from newwave.hookspecs import Register, hookimpl
@@ -153,24 +154,9 @@ class MLPFuser(EmbeddingFuser):
         save_file(weights, str(directory / _WEIGHTS))
 
     def _load_weights(self, path: Path) -> None:
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
         if not path.is_file():
             raise MissingFileError(f"no MLP fuser weights: {path} is missing")
-        try:
-            weights = load_file(str(path))
-        except (SafetensorError, OSError) as exc:
-            raise IndexCorruptError(f"{path} is not a readable safetensors file: {exc}") from exc
-        for side, tower in self.towers.items():
-            prefix = f"{side}."
-            state = {k[len(prefix) :]: v for k, v in weights.items() if k.startswith(prefix)}
-            try:
-                tower.load_state_dict(state, strict=True)
-            except RuntimeError as exc:
-                raise IndexCorruptError(
-                    f"{path} does not fit {path.parent / _CONFIG}: {str(exc).splitlines()[0]}"
-                ) from exc
+        load_prefixed(path, self.towers, config=path.parent / _CONFIG)
 
 
 def _tower(config: MLPFuserConfig) -> Any:

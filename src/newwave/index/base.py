@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 import numpy as np
 import numpy.typing as npt
 
+from newwave._checks import positive_int
 from newwave._storage import atomic_directory, read_json, resolve_directory, write_json
 from newwave._vectors import as_matrix
 from newwave.errors import (
@@ -46,9 +47,7 @@ class Retriever(ABC):
     name: ClassVar[str] = ""
 
     def __init__(self, dim: int):
-        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
-            raise InvalidInputError(f"dim must be a positive integer, got {dim!r}")
-        self._dim = dim
+        self._dim = positive_int(dim, "dim")
         self._labels: dict[str, int] = {}
         self._ids: dict[int, str] = {}
         self._next_label = 0
@@ -153,8 +152,7 @@ class Retriever(ABC):
         ``among`` restricts the search to those ids (ids not stored are ignored); that search is
         exact, over the stored vectors of those ids (see :meth:`vectors`).
         """
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise InvalidInputError(f"k must be a positive integer, got {k!r}")
+        positive_int(k, "k")
         matrix = as_matrix(queries, dim=self._dim, what="queries")
         if among is not None:
             labels = np.array(

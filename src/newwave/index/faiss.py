@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from newwave._checks import positive_int
+from newwave._optional import import_optional
 from newwave.errors import (
     ComponentUnavailableError,
     IndexCorruptError,
@@ -100,10 +102,8 @@ class FaissRetriever(Retriever):
             raise InvalidInputError(f"factory must be an index-factory string, got {factory!r}")
         if factory.replace(" ", "").upper().startswith("IDMAP"):
             raise InvalidInputError("leave IDMap out of the factory string: ids are mapped for you")
-        if nprobe is not None and (
-            isinstance(nprobe, bool) or not isinstance(nprobe, int) or nprobe < 1
-        ):
-            raise InvalidInputError(f"nprobe must be a positive integer, got {nprobe!r}")
+        if nprobe is not None:
+            positive_int(nprobe, "nprobe")
         self.factory = _AUTO if factory.strip().lower() == _AUTO else factory
         self._nprobe = nprobe
         self._declined_at = 0  # "auto": the size at which a build did not pay (retry at 4x)
@@ -386,15 +386,7 @@ class FaissRetriever(Retriever):
 
 
 def _import_faiss() -> Any:
-    try:
-        import faiss
-    except ImportError as exc:
-        from newwave.errors import MissingDependencyError
-
-        raise MissingDependencyError(
-            "the 'faiss' retriever needs FAISS: pip install faiss-cpu (a dependency of newwave)"
-        ) from exc
-    return faiss
+    return import_optional("faiss", purpose="the 'faiss' retriever", package="faiss-cpu")
 
 
 def _first_line(exc: BaseException) -> str:

@@ -52,11 +52,11 @@ from urllib.parse import quote
 import numpy as np
 import numpy.typing as npt
 
+from newwave._optional import import_optional
 from newwave.errors import (
     ComponentUnavailableError,
     IndexCorruptError,
     InvalidInputError,
-    MissingDependencyError,
     NewWaveError,
 )
 from newwave.hookspecs import Register, hookimpl
@@ -372,13 +372,9 @@ def _check_labels(labels: Labels) -> None:
 
 
 def _import_qdrant() -> Any:
-    try:
-        import qdrant_client
-    except ImportError as exc:
-        raise MissingDependencyError(
-            "the 'qdrant' retriever needs qdrant-client: pip install 'newwave-music[qdrant]'"
-        ) from exc
-    return qdrant_client
+    return import_optional(
+        "qdrant_client", purpose="the 'qdrant' retriever", extra="qdrant", package="qdrant-client"
+    )
 
 
 @hookimpl

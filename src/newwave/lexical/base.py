@@ -19,6 +19,7 @@ from collections.abc import Collection, Iterable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
+from newwave._checks import positive_int
 from newwave._storage import atomic_directory, read_json, resolve_directory, write_json
 from newwave.errors import EmptyQueryError, IndexCorruptError, InvalidInputError, UnknownTrackError
 from newwave.index.base import _check_ids
@@ -144,8 +145,7 @@ class LexicalIndex(ABC):
         nothing. ``among`` restricts the results to those ids (ids not stored are ignored); the
         scores, and the statistics behind them, stay those of the whole index.
         """
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise InvalidInputError(f"k must be a positive integer, got {k!r}")
+        positive_int(k, "k")
         query_list = check_texts(queries, "queries")
         allowed = None
         if among is not None:

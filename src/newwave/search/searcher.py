@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from newwave._checks import positive_int
 from newwave.fusion.base import Fuser
 from newwave.query.base import ParsedQuery, track_text
 from newwave.search.channels import JointChannel, Query
@@ -25,8 +26,7 @@ def check_k_and_depth(k: int, depth: int | None) -> int:
     """``depth``, defaulting to ``max(4 * k, 50)``, after checking both."""
     from newwave.errors import InvalidInputError
 
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise InvalidInputError(f"k must be a positive integer, got {k!r}")
+    positive_int(k, "k")
     depth = max(4 * k, 50) if depth is None else depth
     if isinstance(depth, bool) or not isinstance(depth, int) or depth < k:
         raise InvalidInputError(f"depth must be an integer >= k ({k}), got {depth!r}")

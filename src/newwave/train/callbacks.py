@@ -16,7 +16,8 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from newwave.errors import InvalidInputError, MissingDependencyError
+from newwave._optional import import_optional
+from newwave.errors import InvalidInputError
 
 __all__ = ["Callback", "JsonlLogger", "MLflowLogger", "StdoutLogger", "make_loggers"]
 
@@ -114,14 +115,7 @@ class MLflowLogger(Callback):
     """
 
     def __init__(self, experiment: str | None = None):
-        try:
-            import mlflow
-        except ImportError as exc:
-            raise MissingDependencyError(
-                f"logging to MLflow needs mlflow, which is not installed ({exc}): "
-                "pip install 'newwave-music[mlflow]'"
-            ) from exc
-        self.mlflow: Any = mlflow
+        self.mlflow: Any = import_optional("mlflow", purpose="logging to MLflow", extra="mlflow")
         self.experiment = experiment
 
     def on_train_begin(self, info: Mapping[str, Any]) -> None:

@@ -28,6 +28,7 @@ from pydantic import JsonValue
 from torch import nn
 
 from newwave._storage import atomic_directory, read_json, resolve_directory, write_json
+from newwave._weights import read_tensors
 from newwave.errors import IndexCorruptError, MissingFileError
 
 __all__ = [
@@ -84,7 +85,7 @@ def load_checkpoint(
     if optimizer is not None:
         if "optimizer" not in content:
             raise IndexCorruptError(f"{snapshot} holds no optimizer state")
-        _restore_optimizer(optimizer, _read_tensors(snapshot / _OPTIMIZER), content["optimizer"])
+        _restore_optimizer(optimizer, read_tensors(snapshot / _OPTIMIZER), content["optimizer"])
     state: dict[str, Any] = content["state"]
     return state
 
@@ -93,7 +94,7 @@ def load_weights(directory: str | os.PathLike[str], module: nn.Module) -> None:
     """Load only the module weights of a checkpoint into ``module`` (names must match)."""
     path = _snapshot(directory) / _MODEL
     try:
-        module.load_state_dict(_read_tensors(path), strict=True)
+        module.load_state_dict(read_tensors(path), strict=True)
     except RuntimeError as exc:
         raise IndexCorruptError(
             f"{path} does not fit the model: {str(exc).splitlines()[0]}"
@@ -108,16 +109,6 @@ def _snapshot(directory: str | os.PathLike[str]) -> Path:
 
 def _cpu(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-
-
-def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    try:
-        return load_file(str(path))
-    except (SafetensorError, OSError) as exc:
-        raise IndexCorruptError(f"{path} is not a readable safetensors file: {exc}") from exc
 
 
 def _flatten_optimizer(

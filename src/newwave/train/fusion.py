@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +27,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
+from newwave._storage import atomic_file
 from newwave._vectors import as_matrix, l2_normalize
 from newwave.errors import IndexCorruptError, InvalidInputError, MissingFileError
 from newwave.fusion.base import EmbeddingFuser
@@ -163,14 +163,8 @@ class FusionData:
             "track_groups": json.dumps(self.track_groups),
             "model_ids": json.dumps(dict(self.model_ids)),
         }
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-        os.close(fd)
-        try:
-            save_file(tensors, tmp, metadata=metadata)
-            Path(tmp).replace(target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_file(target) as tmp:
+            save_file(tensors, str(tmp), metadata=metadata)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> FusionData:
