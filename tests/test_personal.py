@@ -11,7 +11,13 @@ import pytest
 
 from newwave import Recommender, Track
 from newwave.errors import InvalidInputError, UnknownTrackError
-from newwave.search.personal import Feedback, mmr, read_interactions, write_interactions
+from newwave.search.personal import (
+    Feedback,
+    mmr,
+    read_interactions,
+    taste,
+    write_interactions,
+)
 
 pytestmark = pytest.mark.usefixtures("keyword_plugin")
 
@@ -90,6 +96,23 @@ def test_personal_search_moves_the_users_taste_up_and_explains_it(tmp_path: Path
     # the same taste given as events, e.g. from a log, ranks alike
     events = rec.feedback_events("ann")
     assert [h.track.id for h in rec.search("calm", user=events)] == [h.track.id for h in hits]
+
+
+def test_the_taste_is_a_classifier_of_the_users_feedback(tmp_path: Path) -> None:
+    rec = library(tmp_path)
+    feedback = [("g1", "like"), ("p1", "like"), ("f1", "skip"), ("f2", "skip"), ("d3", "dislike")]
+    events = [Feedback("ann", t, e, 100.0 + i) for i, (t, e) in enumerate(feedback)]
+    found = taste(rec._library.store, rec._channels, events)
+    ids = [t.id for t in TRACKS]
+    scores = rec.vectors("description", ids) @ found.classifiers["description"]
+    margin = dict(zip(ids, scores, strict=True))
+    assert min(margin["g1"], margin["p1"]) > 0 > max(margin["f1"], margin["f2"], margin["d3"])
+    # unjudged tracks: either liked aspect (acoustic guitar, piano) above neither
+    assert min(margin["g2"], margin["g3"], margin["p2"]) > max(margin["d1"], margin["d2"])
+    # feedback all on one side: no classifier, the mean taste scores the candidates
+    only_likes = taste(rec._library.store, rec._channels, events[:2])
+    assert not only_likes.classifiers
+    assert "description" in only_likes.vectors
 
 
 def test_recommend_without_a_query_follows_the_taste_and_leaves_out_dislikes(
