@@ -5,14 +5,17 @@ from __future__ import annotations
 import json
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 from newwave import Recommender, Track
 from newwave.errors import InvalidInputError, UnknownTrackError
+from newwave.search import personal
 from newwave.search.personal import (
     Feedback,
+    Taste,
     mmr,
     read_interactions,
     taste,
@@ -113,6 +116,32 @@ def test_the_taste_is_a_classifier_of_the_users_feedback(tmp_path: Path) -> None
     only_likes = taste(rec._library.store, rec._channels, events[:2])
     assert not only_likes.classifiers
     assert "description" in only_likes.vectors
+
+
+def test_a_taste_is_computed_once_per_state_of_the_feedback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rec = library(tmp_path)
+    rec.feedback("ann", "g1", "like", at=1.0)
+    rec.feedback("ann", "f1", "skip", at=2.0)
+    made: list[int] = []
+
+    def counted(*args: Any) -> Taste:
+        made.append(1)
+        return taste(*args)
+
+    monkeypatch.setattr(personal, "taste", counted)
+    first = rec.search("calm", user="ann")
+    assert [h.track.id for h in rec.search("calm", user="ann")] == [h.track.id for h in first]
+    rec.search("piano", user="ann")
+    rec.recommend("ann")
+    assert len(made) == 1
+    rec.feedback("ann", "p1", "like", at=3.0)  # new feedback: a new taste
+    rec.search("calm", user="ann")
+    assert len(made) == 2
+    rec.add([Track(id="p3", description="calm piano nocturne")])  # changed tracks: too
+    rec.search("calm", user="ann")
+    assert len(made) == 3
 
 
 def test_recommend_without_a_query_follows_the_taste_and_leaves_out_dislikes(

@@ -30,7 +30,7 @@ things finds both (a mean of the liked vectors would blur them). Until the feedb
 liked and a not-liked track, ``taste`` is ``v_c . (taste_c - b * mean_c)`` instead, with
 ``b = sum_i d_i s_i / n`` and ``mean_c`` the candidates' mean vector. A track the user's
 feedback is net negative about has its score halved, as the query rewriter halves unwanted
-tracks.
+tracks. Tastes are cached per library while the events and the tracks stay the same.
 
 Refinement (``like=``/``dislike=`` ids) is Rocchio per dense channel:
 ``q' = q + 0.75 mean(liked) - 0.25 mean(disliked)``, normalised. Diversity is maximal marginal
@@ -45,11 +45,13 @@ import json
 import math
 import os
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections import OrderedDict
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Final, TextIO
+from weakref import WeakKeyDictionary
 
 import numpy as np
 
@@ -71,6 +73,7 @@ __all__ = [
     "TASTE_WEIGHT",
     "Feedback",
     "Taste",
+    "cached_taste",
     "check_diversity",
     "mmr",
     "personal_search",
@@ -257,6 +260,30 @@ def _classifier(rows: np.ndarray, net: np.ndarray, recency: np.ndarray) -> Float
     model = Ridge(alpha=TASTE_ALPHA).fit(rows[judged], labels, sample_weight=recency[judged])
     coef: FloatMatrix = np.asarray(model.coef_, dtype=np.float32)
     return coef
+
+
+_TASTES: WeakKeyDictionary[LibraryStore, OrderedDict[Hashable, Taste]] = WeakKeyDictionary()
+_TASTES_KEPT: Final = 64
+
+
+def cached_taste(
+    store: LibraryStore, channels: Mapping[str, Channel], events: Sequence[Feedback]
+) -> Taste:
+    """:func:`taste`, reused while the events and the channels' tracks are unchanged.
+
+    The latest tastes of each store are kept, keyed by the events themselves and by each dense
+    channel's transaction number: new feedback or changed tracks make a new taste, and searching
+    again with the same feedback recomputes nothing."""
+    key = (tuple((n, c.seq) for n, c in _dense(channels).items()), tuple(events))
+    kept = _TASTES.setdefault(store, OrderedDict())
+    found = kept.get(key)
+    if found is None:
+        found = kept[key] = taste(store, channels, events)
+        while len(kept) > _TASTES_KEPT:
+            kept.popitem(last=False)
+    else:
+        kept.move_to_end(key)
+    return found
 
 
 def _dense(channels: Mapping[str, Channel]) -> dict[str, DenseChannel]:
@@ -447,7 +474,7 @@ def personal_search(
     hits = fused_hits(store, fuser, rankings, depth)
     if parsed is not None and parsed.unwanted:
         hits = demote_unwanted(hits, parsed)
-    user_taste = None if events is None else taste(store, channels, events)
+    user_taste = None if events is None else cached_taste(store, channels, events)
     return rerank(
         store,
         channels,
@@ -476,7 +503,7 @@ def recommend(
 ) -> list[Hit]:
     """Tracks for a user without a query: each dense channel searched with the user's taste,
     the candidates ranked by taste; tracks whose net feedback is negative are left out."""
-    user_taste = taste(store, channels, events)
+    user_taste = cached_taste(store, channels, events)
     if not user_taste.vectors:
         raise InvalidInputError(
             "no feedback on tracks of this library to recommend from; use search() instead"
