@@ -118,6 +118,23 @@ def test_the_taste_is_a_classifier_of_the_users_feedback(tmp_path: Path) -> None
     assert "description" in only_likes.vectors
 
 
+def test_the_taste_classifier_is_ridge_regression() -> None:
+    from sklearn.linear_model import Ridge
+
+    rng = np.random.default_rng(3)
+    rows = rng.standard_normal((7, 12))
+    net = np.array([1.0, -1.0, -0.25, 0.5, 0.0, -1.0, 1.0])  # the 0: no example
+    recency = rng.uniform(0.2, 1.0, 7)
+    judged = net != 0
+    expected = Ridge(alpha=personal.TASTE_ALPHA).fit(
+        rows[judged], np.sign(net[judged]), sample_weight=recency[judged]
+    )
+    found = personal._classifier(rows, net, recency)
+    assert found is not None
+    np.testing.assert_allclose(found, expected.coef_, rtol=1e-4, atol=1e-6)
+    assert personal._classifier(rows[:2], np.array([1.0, 0.5]), recency[:2]) is None
+
+
 def test_a_taste_is_computed_once_per_state_of_the_feedback(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
