@@ -44,6 +44,7 @@ import csv
 import json
 import math
 import os
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Hashable, Iterable, Mapping, Sequence
@@ -270,6 +271,7 @@ def _classifier(rows: np.ndarray, net: np.ndarray, recency: np.ndarray) -> Float
 
 _TASTES: WeakKeyDictionary[LibraryStore, OrderedDict[Hashable, Taste]] = WeakKeyDictionary()
 _TASTES_KEPT: Final = 64
+_TASTES_LOCK = threading.Lock()
 
 
 def cached_taste(
@@ -281,15 +283,18 @@ def cached_taste(
     channel's transaction number: new feedback or changed tracks make a new taste, and searching
     again with the same feedback recomputes nothing."""
     key = (tuple((n, c.seq) for n, c in _dense(channels).items()), tuple(events))
-    kept = _TASTES.setdefault(store, OrderedDict())
-    found = kept.get(key)
-    if found is None:
-        found = kept[key] = taste(store, channels, events)
+    with _TASTES_LOCK:
+        kept = _TASTES.setdefault(store, OrderedDict())
+        found = kept.get(key)
+        if found is not None:
+            kept.move_to_end(key)
+            return found
+    made = taste(store, channels, events)
+    with _TASTES_LOCK:
+        kept[key] = made
         while len(kept) > _TASTES_KEPT:
             kept.popitem(last=False)
-    else:
-        kept.move_to_end(key)
-    return found
+    return made
 
 
 def _dense(channels: Mapping[str, Channel]) -> dict[str, DenseChannel]:
