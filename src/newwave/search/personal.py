@@ -260,7 +260,7 @@ def _classifier(rows: np.ndarray, net: np.ndarray, recency: np.ndarray) -> Float
     judged = net != 0
     x, a = rows[judged], recency[judged]
     y = np.where(net[judged] > 0, 1.0, -1.0)
-    if len(np.unique(y)) < 2:
+    if len(np.unique(y)) < 2 or not a.sum() > 0:
         return None
     share = a / a.sum()
     xc, yc = x - share @ x, y - share @ y
