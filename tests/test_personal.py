@@ -5,13 +5,22 @@ from __future__ import annotations
 import json
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 from newwave import Recommender, Track
 from newwave.errors import InvalidInputError, UnknownTrackError
-from newwave.search.personal import Feedback, mmr, read_interactions, write_interactions
+from newwave.search import personal
+from newwave.search.personal import (
+    Feedback,
+    Taste,
+    mmr,
+    read_interactions,
+    taste,
+    write_interactions,
+)
 
 pytestmark = pytest.mark.usefixtures("keyword_plugin")
 
@@ -90,6 +99,66 @@ def test_personal_search_moves_the_users_taste_up_and_explains_it(tmp_path: Path
     # the same taste given as events, e.g. from a log, ranks alike
     events = rec.feedback_events("ann")
     assert [h.track.id for h in rec.search("calm", user=events)] == [h.track.id for h in hits]
+
+
+def test_the_taste_is_a_classifier_of_the_users_feedback(tmp_path: Path) -> None:
+    rec = library(tmp_path)
+    feedback = [("g1", "like"), ("p1", "like"), ("f1", "skip"), ("f2", "skip"), ("d3", "dislike")]
+    events = [Feedback("ann", t, e, 100.0 + i) for i, (t, e) in enumerate(feedback)]
+    found = taste(rec._library.store, rec._channels, events)
+    ids = [t.id for t in TRACKS]
+    scores = rec.vectors("description", ids) @ found.classifiers["description"]
+    margin = dict(zip(ids, scores, strict=True))
+    assert min(margin["g1"], margin["p1"]) > 0 > max(margin["f1"], margin["f2"], margin["d3"])
+    # unjudged tracks: either liked aspect (acoustic guitar, piano) above neither
+    assert min(margin["g2"], margin["g3"], margin["p2"]) > max(margin["d1"], margin["d2"])
+    # feedback all on one side: no classifier, the mean taste scores the candidates
+    only_likes = taste(rec._library.store, rec._channels, events[:2])
+    assert not only_likes.classifiers
+    assert "description" in only_likes.vectors
+
+
+def test_the_taste_classifier_is_ridge_regression() -> None:
+    from sklearn.linear_model import Ridge
+
+    rng = np.random.default_rng(3)
+    rows = rng.standard_normal((7, 12))
+    net = np.array([1.0, -1.0, -0.25, 0.5, 0.0, -1.0, 1.0])  # the 0: no example
+    recency = rng.uniform(0.2, 1.0, 7)
+    judged = net != 0
+    expected = Ridge(alpha=personal.TASTE_ALPHA).fit(
+        rows[judged], np.sign(net[judged]), sample_weight=recency[judged]
+    )
+    found = personal._classifier(rows, net, recency)
+    assert found is not None
+    np.testing.assert_allclose(found, expected.coef_, rtol=1e-4, atol=1e-6)
+    assert personal._classifier(rows[:2], np.array([1.0, 0.5]), recency[:2]) is None
+
+
+def test_a_taste_is_computed_once_per_state_of_the_feedback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rec = library(tmp_path)
+    rec.feedback("ann", "g1", "like", at=1.0)
+    rec.feedback("ann", "f1", "skip", at=2.0)
+    made: list[int] = []
+
+    def counted(*args: Any) -> Taste:
+        made.append(1)
+        return taste(*args)
+
+    monkeypatch.setattr(personal, "taste", counted)
+    first = rec.search("calm", user="ann")
+    assert [h.track.id for h in rec.search("calm", user="ann")] == [h.track.id for h in first]
+    rec.search("piano", user="ann")
+    rec.recommend("ann")
+    assert len(made) == 1
+    rec.feedback("ann", "p1", "like", at=3.0)  # new feedback: a new taste
+    rec.search("calm", user="ann")
+    assert len(made) == 2
+    rec.add([Track(id="p3", description="calm piano nocturne")])  # changed tracks: too
+    rec.search("calm", user="ann")
+    assert len(made) == 3
 
 
 def test_recommend_without_a_query_follows_the_taste_and_leaves_out_dislikes(

@@ -284,6 +284,7 @@ def _cache_queries(encoder: object) -> None:
     cache: dict[tuple[str, ...], Any] = {}
 
     def cached(texts: Sequence[str], **options: Any) -> Any:
+        options.pop("show_progress_bar", None)  # changes nothing in the vectors
         if options:
             return embed(texts, **options)
         key = tuple(texts)

@@ -8,20 +8,31 @@ weighted mean of the vectors of the tracks of their latest :data:`TASTE_WINDOW` 
     d_i = 0.5 ** ((t_last - t_i) / HALF_LIFE_S)          (t_last: the user's latest event)
     taste_c = sum_i d_i s_i v_ic / sum_i d_i |s_i|       (|taste_c| <= 1)
 
+The user's *classifier* in channel ``c`` is a ridge regression (:data:`TASTE_ALPHA`) over the
+tracks of those events, one example per track ``j``: its vector ``v_jc``, label +1 if its net
+feedback ``sum d_i s_i`` is positive, -1 if negative (disliked or skipped), sample weight the
+decay of its latest event::
+
+    w_c, b_c = argmin  sum_j a_j (y_j - v_jc . w - b)^2 + alpha |w|^2
+
 A personal search re-ranks the candidates a query retrieves (``depth`` of them) by::
 
     score      = relevance + weight * confidence * taste_mm      (halved if net disliked)
     relevance  = the fused score, min-max scaled to [0, 1] over the candidates
-    taste      = mean over the dense channels of v_c . (taste_c - b * mean_c)
+    taste      = mean over the dense channels of v_c . w_c
     taste_mm   = taste, min-max scaled to [0, 1] over the candidates
     confidence = n / (n + 1),  n = sum_i d_i |s_i|
-    b          = sum_i d_i s_i / n,  mean_c: the candidates' mean vector in channel c
 
 so the taste term is bounded by ``weight`` (:data:`TASTE_WEIGHT`); it is
-``Hit.scores["taste"]``, next to ``Hit.scores["relevance"]``. Centring the taste on the
-candidates' mean scores what sets the liked tracks apart, not what every candidate shares. A
-track the user's feedback is net negative about has its score halved, as the query rewriter
-halves unwanted tracks. Refinement (``like=``/``dislike=`` ids) is Rocchio per dense channel:
+``Hit.scores["taste"]``, next to ``Hit.scores["relevance"]``. A classifier scores what sets the
+liked tracks apart from the rest of what the user was shown, so a user who likes two different
+things finds both (a mean of the liked vectors would blur them). Until the feedback has both a
+liked and a not-liked track, ``taste`` is ``v_c . (taste_c - b * mean_c)`` instead, with
+``b = sum_i d_i s_i / n`` and ``mean_c`` the candidates' mean vector. A track the user's
+feedback is net negative about has its score halved, as the query rewriter halves unwanted
+tracks. Tastes are cached per library while the events and the tracks stay the same.
+
+Refinement (``like=``/``dislike=`` ids) is Rocchio per dense channel:
 ``q' = q + 0.75 mean(liked) - 0.25 mean(disliked)``, normalised. Diversity is maximal marginal
 relevance: each next hit maximises ``(1 - diversity) * score - diversity * max_sim``,
 ``max_sim`` its highest cosine (mean over the dense channels) to the hits chosen before.
@@ -33,12 +44,15 @@ import csv
 import json
 import math
 import os
+import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections import OrderedDict
+from collections.abc import Hashable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Final, TextIO
+from weakref import WeakKeyDictionary
 
 import numpy as np
 
@@ -55,10 +69,12 @@ __all__ = [
     "EVENTS",
     "HALF_LIFE_S",
     "LOG_COLUMNS",
+    "TASTE_ALPHA",
     "TASTE_WINDOW",
     "TASTE_WEIGHT",
     "Feedback",
     "Taste",
+    "cached_taste",
     "check_diversity",
     "mmr",
     "personal_search",
@@ -77,6 +93,8 @@ TASTE_WINDOW: Final = 500
 """How many of a user's latest events make their taste."""
 TASTE_WEIGHT: Final = 1.25
 """The bound of the taste term, relevance being scaled to [0, 1]."""
+TASTE_ALPHA: Final = 0.3
+"""The L2 penalty of each user's taste classifier (ridge regression)."""
 _CONFIDENCE_HALF = 1.0
 ROCCHIO: Final = (1.0, 0.75, 0.25)  # alpha (query), beta (liked), gamma (disliked)
 LOG_COLUMNS: Final = ("user", "track", "event", "timestamp", "seconds", "weight")
@@ -187,6 +205,7 @@ class Taste:
     strength: float  # sum of d_i |s_i|
     net: dict[str, float]  # per track: sum of d_i s_i
     balance: float = 0.0  # sum of d_i s_i / sum of d_i |s_i|, in [-1, 1]
+    classifiers: dict[str, FloatMatrix] = field(default_factory=dict)  # w_c, (dim,) each
 
     @property
     def confidence(self) -> float:
@@ -203,15 +222,19 @@ def taste(
         return Taste({}, 0.0, {})
     last = recent[-1].at
     weights: dict[str, float] = {}
+    latest: dict[str, float] = {}  # per track: the decay of its latest event
     strength = 0.0
     for event in recent:
         decayed = 0.5 ** ((last - event.at) / HALF_LIFE_S)
         weights[event.track] = weights.get(event.track, 0.0) + decayed * event.signed_weight
+        latest[event.track] = decayed
         strength += decayed * abs(event.signed_weight)
     labels = store.labels(list(weights))
     tracks = [t for t in weights if t in labels]
     signed = np.array([weights[t] for t in tracks], dtype=np.float64)
+    recency = np.array([latest[t] for t in tracks], dtype=np.float64)
     vectors: dict[str, FloatMatrix] = {}
+    classifiers: dict[str, FloatMatrix] = {}
     for name, channel in _dense(channels).items():
         if not tracks or not channel.count:
             continue
@@ -219,8 +242,59 @@ def taste(
         present = np.any(rows != 0, axis=1)
         if present.any() and strength > 0:
             vectors[name] = ((signed[present] @ rows[present]) / strength).astype(np.float32)
+            fitted = _classifier(rows[present], signed[present], recency[present])
+            if fitted is not None:
+                classifiers[name] = fitted
     balance = sum(weights.values()) / strength if strength > 0 else 0.0
-    return Taste(vectors, strength, weights, balance)
+    return Taste(vectors, strength, weights, balance, classifiers)
+
+
+def _classifier(rows: np.ndarray, net: np.ndarray, recency: np.ndarray) -> FloatMatrix | None:
+    """Ridge regression of +1 (net liked) and -1 (net disliked or skipped) on the tracks'
+    vectors, each track weighted by its latest event's decay; None without both sides.
+
+    The weights ``w`` of ``min sum_j a_j (y_j - x_j . w - b)^2 + alpha |w|^2`` in closed form,
+    solved in the (tracks x tracks) dual: ``w = Xc^T (A Xc Xc^T + alpha I)^-1 A yc`` with ``Xc``,
+    ``yc`` centred on their ``a``-weighted means (scikit-learn's ``Ridge`` gives the same
+    weights, but importing it costs seconds at a user's first search)."""
+    judged = net != 0
+    x, a = rows[judged], recency[judged]
+    y = np.where(net[judged] > 0, 1.0, -1.0)
+    if len(np.unique(y)) < 2 or not a.sum() > 0:
+        return None
+    share = a / a.sum()
+    xc, yc = x - share @ x, y - share @ y
+    dual = np.linalg.solve(a[:, None] * (xc @ xc.T) + TASTE_ALPHA * np.eye(len(y)), a * yc)
+    weights: FloatMatrix = (xc.T @ dual).astype(np.float32)
+    return weights
+
+
+_TASTES: WeakKeyDictionary[LibraryStore, OrderedDict[Hashable, Taste]] = WeakKeyDictionary()
+_TASTES_KEPT: Final = 64
+_TASTES_LOCK = threading.Lock()
+
+
+def cached_taste(
+    store: LibraryStore, channels: Mapping[str, Channel], events: Sequence[Feedback]
+) -> Taste:
+    """:func:`taste`, reused while the events and the channels' tracks are unchanged.
+
+    The latest tastes of each store are kept, keyed by the events themselves and by each dense
+    channel's transaction number: new feedback or changed tracks make a new taste, and searching
+    again with the same feedback recomputes nothing."""
+    key = (tuple((n, c.seq) for n, c in _dense(channels).items()), tuple(events))
+    with _TASTES_LOCK:
+        kept = _TASTES.setdefault(store, OrderedDict())
+        found = kept.get(key)
+        if found is not None:
+            kept.move_to_end(key)
+            return found
+    made = taste(store, channels, events)
+    with _TASTES_LOCK:
+        kept[key] = made
+        while len(kept) > _TASTES_KEPT:
+            kept.popitem(last=False)
+    return made
 
 
 def _dense(channels: Mapping[str, Channel]) -> dict[str, DenseChannel]:
@@ -242,14 +316,17 @@ def _taste_scores(
     candidates: Mapping[str, FloatMatrix], taste: Taste, n: int, *, centred: bool = False
 ) -> np.ndarray:
     """Mean over the channels (where the track has a vector) of ``v . taste``; ``centred``:
-    of ``v . (taste - balance * mean(v))``, the taste relative to the candidates' mean."""
+    of ``v . w`` (the user's classifier), or without one of ``v . (taste - balance * mean(v))``,
+    the taste relative to the candidates' mean."""
     total, count = np.zeros(n), np.zeros(n)
     for name, vector in taste.vectors.items():
         rows = candidates.get(name)
         if rows is None:
             continue
         present = np.any(rows != 0, axis=1)
-        if centred and present.any():
+        if centred and name in taste.classifiers:
+            vector = taste.classifiers[name]
+        elif centred and present.any():
             vector = vector - taste.balance * rows[present].mean(axis=0)
         total += np.where(present, rows @ vector, 0.0)
         count += present
@@ -408,7 +485,7 @@ def personal_search(
     hits = fused_hits(store, fuser, rankings, depth)
     if parsed is not None and parsed.unwanted:
         hits = demote_unwanted(hits, parsed)
-    user_taste = None if events is None else taste(store, channels, events)
+    user_taste = None if events is None else cached_taste(store, channels, events)
     return rerank(
         store,
         channels,
@@ -437,7 +514,7 @@ def recommend(
 ) -> list[Hit]:
     """Tracks for a user without a query: each dense channel searched with the user's taste,
     the candidates ranked by taste; tracks whose net feedback is negative are left out."""
-    user_taste = taste(store, channels, events)
+    user_taste = cached_taste(store, channels, events)
     if not user_taste.vectors:
         raise InvalidInputError(
             "no feedback on tracks of this library to recommend from; use search() instead"
