@@ -57,14 +57,21 @@ class Fuser(ABC):
         self, rankings: Mapping[str, Ranking], coverage: Coverage | None
     ) -> dict[str, float]:
         """Fused score of every id that appears in at least one ranking."""
-        per_field = {f: self._field_scores(r) for f, r in rankings.items()}
+        # per field: its weight, its scores, and which tracks have it (None: all of them)
+        per_field = [
+            (
+                self.weight(f),
+                self._field_scores(r),
+                None if coverage is None or f not in coverage else coverage[f],
+            )
+            for f, r in rankings.items()
+        ]
         fused: dict[str, float] = {}
         for track_id in {i for r in rankings.values() for i in r.ids}:
             total = weights = 0.0
-            for field_name, scores in per_field.items():
-                if not has_field(track_id, field_name, coverage):
+            for w, scores, holders in per_field:
+                if holders is not None and track_id not in holders:
                     continue  # neither reward nor penalty
-                w = self.weight(field_name)
                 total += w * scores.get(track_id, 0.0)
                 weights += w
             fused[track_id] = total / weights if weights > 0 else 0.0
