@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import heapq
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Container, Mapping
@@ -89,7 +90,7 @@ class Fuser(ABC):
                     f"ranking of field {field_name!r} is a {type(ranking).__name__}, not a Ranking"
                 )
         scores = self._fuse_scores(rankings, coverage)
-        best = sorted(scores.items(), key=lambda item: (-item[1], item[0]))[:k]
+        best = heapq.nsmallest(k, scores.items(), key=lambda item: (-item[1], item[0]))
         return Ranking(tuple(i for i, _ in best), tuple(float(s) for _, s in best))
 
     def __repr__(self) -> str:
