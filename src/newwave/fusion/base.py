@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import heapq
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Container, Mapping
@@ -58,14 +59,21 @@ class Fuser(ABC):
         self, rankings: Mapping[str, Ranking], coverage: Coverage | None
     ) -> dict[str, float]:
         """Fused score of every id that appears in at least one ranking."""
-        per_field = {f: self._field_scores(r) for f, r in rankings.items()}
+        # per field: its weight, its scores, and which tracks have it (None: all of them)
+        per_field = [
+            (
+                self.weight(f),
+                self._field_scores(r),
+                None if coverage is None or f not in coverage else coverage[f],
+            )
+            for f, r in rankings.items()
+        ]
         fused: dict[str, float] = {}
         for track_id in {i for r in rankings.values() for i in r.ids}:
             total = weights = 0.0
-            for field_name, scores in per_field.items():
-                if not has_field(track_id, field_name, coverage):
+            for w, scores, holders in per_field:
+                if holders is not None and track_id not in holders:
                     continue  # neither reward nor penalty
-                w = self.weight(field_name)
                 total += w * scores.get(track_id, 0.0)
                 weights += w
             fused[track_id] = total / weights if weights > 0 else 0.0
@@ -82,7 +90,7 @@ class Fuser(ABC):
                     f"ranking of field {field_name!r} is a {type(ranking).__name__}, not a Ranking"
                 )
         scores = self._fuse_scores(rankings, coverage)
-        best = sorted(scores.items(), key=lambda item: (-item[1], item[0]))[:k]
+        best = heapq.nsmallest(k, scores.items(), key=lambda item: (-item[1], item[0]))
         return Ranking(tuple(i for i, _ in best), tuple(float(s) for _, s in best))
 
     def __repr__(self) -> str:

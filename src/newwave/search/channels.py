@@ -24,6 +24,7 @@ import numpy as np
 
 from newwave.config import ComponentConfig
 from newwave.encoders.base import Encoder
+from newwave.encoders.shared import BackboneQueries
 from newwave.errors import InvalidInputError
 from newwave.fields import FUNCTION_SOURCE, Source, field_value
 from newwave.fusion.base import EmbeddingFuser
@@ -40,7 +41,8 @@ JOINT = "@joint"
 
 class Queries:
     """Queries, embedded at most once per encoder (in one call for all of them) whatever number
-    of channels use them.
+    of channels use them; an encoder over a shared backbone (:mod:`newwave.encoders.shared`)
+    projects the backbone's vectors instead of running it again.
 
     Text queries have ``texts``; a query by example (a :class:`Query` with ``audio``) has audio
     instead (a file path, a :class:`~newwave.types.Waveform` or ``(samples, rate)``), which the
@@ -65,7 +67,13 @@ class Queries:
         """The queries embedded by ``encoder``, (n, dim)."""
         key = id(encoder)
         if key not in self._vectors:
-            if self.audio is None:
+            backbone = None
+            if self.audio is None and isinstance(encoder, BackboneQueries):
+                backbone = encoder.query_backbone(self.texts)
+            if backbone is not None:  # e.g. minilm-music: its heads on the minilm vectors
+                assert isinstance(encoder, BackboneQueries)
+                self._vectors[key] = encoder.project_queries(self.texts, self.vectors(backbone))
+            elif self.audio is None:
                 self._vectors[key] = encoder.encode_queries(self.texts, show_progress_bar=False)
             else:
                 self._vectors[key] = encoder.encode_audio([self.audio])

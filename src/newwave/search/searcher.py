@@ -70,12 +70,21 @@ def fused_hits_many(
     candidates = list(dict.fromkeys(i for each in rankings for r in each.values() for i in r.ids))
     labels = store.labels(candidates)  # a track removed since an index was saved is dropped
     held = store.channel_labels(list(labels.values()))
+    names = {name for each in rankings for name in each}
+    holders = {  # per channel, the candidates it holds
+        name: {i for i, label in labels.items() if label in held.get(name, ())} for name in names
+    }
     fused_all = []
     kept_all = []
     for each, k in zip(rankings, ks, strict=True):
         mine = {i for r in each.values() for i in r.ids if i in labels}
-        coverage = {name: {i for i in mine if labels[i] in held.get(name, ())} for name in each}
-        kept = {name: Ranking(*_only(ranking, labels)) for name, ranking in each.items()}
+        coverage = {name: mine & holders[name] for name in each}
+        kept = {
+            name: ranking
+            if all(map(labels.__contains__, ranking.ids))
+            else Ranking(*_only(ranking, labels))
+            for name, ranking in each.items()
+        }
         fused_all.append(fuser.fuse(kept, k=k, coverage=coverage))
         kept_all.append(kept)
     tracks = store.tracks(list(dict.fromkeys(i for f in fused_all for i in f.ids)))  # hits only

@@ -480,6 +480,11 @@ class _BiEncoderTask(ContrastiveTask[IntArray]):
         if heads:
             parts["heads"] = nn.ModuleDict({str(n): h for n, h in heads.items()})
         if cache is None:
+            if encoder.shares_backbone:  # fine-tuning would change the other encoders' vectors
+                raise InvalidInputError(
+                    "this bi-encoder's backbone is shared with other encoders "
+                    "(newwave.encoders.shared); fine-tune a backbone of its own"
+                )
             backbones = {r: b._load().model for r, b in encoder.backbones.items()}
             if encoder.config.shared_backbone:
                 parts["backbone"] = backbones["query"]
