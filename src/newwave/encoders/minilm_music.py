@@ -24,9 +24,17 @@ from pathlib import Path
 from typing import Any
 
 from newwave.encoders._hf import DTYPES
+from newwave.encoders.adapters import (
+    ADAPTERS_CONFIG,
+    ADAPTERS_FILE,
+    AdapterConfig,
+    load_adapter_tensors,
+    merge_adapters,
+)
 from newwave.encoders.biencoder import HEADS_FILE, ROLES, BiEncoder, _read_config, load_backbone
 from newwave.errors import IndexCorruptError, InvalidInputError
 from newwave.hookspecs import Register, hookimpl
+from newwave.types import FloatMatrix, Modality, Role
 
 __all__ = ["MODEL_DIR", "MusicMiniLMEncoder", "register_encoders"]
 
@@ -70,12 +78,31 @@ class MusicMiniLMEncoder(BiEncoder):
         )
         self.path = MODEL_DIR
         self.dtype = dtype
-        self._heads_sha256 = hashlib.sha256(heads.read_bytes()).hexdigest()
+        digest = hashlib.sha256(heads.read_bytes())
+        adapters = MODEL_DIR / ADAPTERS_FILE
+        self._adapters: AdapterConfig | None = None
+        if (MODEL_DIR / ADAPTERS_CONFIG).is_file():
+            self._adapters = AdapterConfig.model_validate_json(
+                (MODEL_DIR / ADAPTERS_CONFIG).read_bytes()
+            )
+            digest.update(adapters.read_bytes() if adapters.is_file() else b"")
+        self._heads_sha256 = digest.hexdigest()
+        self._merged = False
+
+    def _encode_batch(self, batch: list[Any], modality: Modality, role: Role) -> FloatMatrix:
+        if self._adapters is not None and not self._merged:
+            with self._lock:
+                if not self._merged:
+                    model = self.backbones["query"]._load().model
+                    tensors = load_adapter_tensors(MODEL_DIR / ADAPTERS_FILE)
+                    merge_adapters(model, tensors, self._adapters)
+                    self._merged = True
+        return super()._encode_batch(batch, modality, role)
 
     @property
     def model_id(self) -> str:
-        """``minilm-music@`` and the first 12 hex digits of the heads' SHA-256: other heads,
-        other vectors."""
+        """``minilm-music@`` and the first 12 hex digits of the SHA-256 of the heads (and
+        adapters): other weights, other vectors."""
         return f"{self.name}@{self._heads_sha256[:12]}"
 
     def get_config(self) -> dict[str, Any]:
