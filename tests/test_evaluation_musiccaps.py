@@ -420,7 +420,7 @@ def test_hybrid_systems_by_name(
     assert hybrid.rewrite is True
     assert "tags:bm25=bm25" in hybrid.setup
     assert "tags:keyword=keyword" in hybrid.setup
-    assert "weighted {'weights': {'tags:bm25': 2.0}}" in hybrid.setup  # the default fuser
+    assert "weighted {'weights': {'tags:bm25': 1.0}}" in hybrid.setup  # the default fuser
     assert report["bm25+keyword/no-rewrite"].rewrite is False
     for bad in ("tfidf/no-rewrite", "bm25+", "/no-rewrite"):
         with pytest.raises(InvalidInputError):

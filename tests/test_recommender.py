@@ -86,7 +86,7 @@ def test_default_fields_come_from_the_tracks(
     rec = Recommender()
     rec.add([Track(id="a", description="calm", tags=["ambient"])])
     assert list(rec.config.fields) == ["description", "tags:bm25", "tags:keyword"]
-    assert rec.fuser.get_config() == {"weights": {"tags:bm25": 2.0}}
+    assert rec.fuser.get_config() == {"weights": {"tags:bm25": 1.0}}
     with pytest.raises(InvalidInputError, match="no description, tags, lyrics or audio"):
         Recommender().add([Track(id="b", title="only a title")])
 

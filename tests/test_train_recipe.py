@@ -1,9 +1,11 @@
-"""Heads built from a recipe: byte for byte the same on every build, from checked inputs only,
-never from a held-out track (on a tiny random BERT and a MusicCaps-shaped CSV built here)."""
+"""Heads (and adapters) built from a recipe: byte for byte the same on every build, from checked
+inputs only, never from a held-out track (on tiny random BERTs and a MusicCaps-shaped CSV built
+here)."""
 
 from __future__ import annotations
 
 import csv
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -13,8 +15,18 @@ import transformers
 from safetensors.torch import load_file
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
 
-from newwave import InvalidInputError, MissingFileError
+from newwave import IndexCorruptError, InvalidInputError, MissingFileError
+from newwave.encoders.adapters import (
+    ADAPTERS_CONFIG,
+    ADAPTERS_FILE,
+    AdapterConfig,
+    adapter_tensors,
+    attach_adapters,
+    merge_adapters,
+    new_adapters,
+)
 from newwave.encoders.biencoder import CONFIG_FILE, HEADS_FILE, BiEncoderConfig
+from newwave.encoders.minilm import MiniLMEncoder
 from newwave.train import LoopConfig
 from newwave.train.recipe import (
     HeadsRecipe,
@@ -24,6 +36,7 @@ from newwave.train.recipe import (
     file_sha256,
     read_recipe,
 )
+from newwave.train.top_layers import TopLayerInputs
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -177,3 +190,77 @@ def test_recipe_files_are_validated(tmp_path: Path) -> None:
         read_recipe(path)
     with pytest.raises(MissingFileError):
         read_recipe(tmp_path / "absent.json")
+
+
+@pytest.fixture(scope="module")
+def tiny_bert2(tmp_path_factory: pytest.TempPathFactory, tiny_bert: Path) -> Path:
+    """The tiny BERT's tokenizer with a randomly initialised 2-layer model."""
+    directory = tmp_path_factory.mktemp("tiny-bert2")
+    for file in tiny_bert.iterdir():
+        if file.name not in ("config.json", "model.safetensors"):
+            (directory / file.name).write_bytes(file.read_bytes())
+    config = transformers.BertConfig.from_pretrained(tiny_bert)
+    config.num_hidden_layers = 2
+    torch.manual_seed(1)
+    transformers.BertModel(config).save_pretrained(directory)
+    return directory
+
+
+ADAPTERS = AdapterConfig(
+    layers=1, rank=2, alpha=4, targets=("attention.self.query", "intermediate.dense")
+)
+
+
+def test_adapters_build_byte_for_byte_and_change_only_the_top_layer(
+    tmp_path: Path, tiny_bert2: Path
+) -> None:
+    data = write_clips(tmp_path / "clips.csv")
+    recipe = tiny_recipe(data, tiny_bert2, adapters=ADAPTERS)
+    first = build_heads(recipe, data, tmp_path / "one")
+    second = build_heads(recipe, data, tmp_path / "two")
+    assert first.adapters_sha256 is not None
+    assert (first.heads_sha256, first.adapters_sha256) == (
+        second.heads_sha256,
+        second.adapters_sha256,
+    )
+    assert first.adapters_sha256 == file_sha256(tmp_path / "one" / ADAPTERS_FILE)
+    recorded = replace(first, expected=first.heads_sha256, expected_adapters=first.adapters_sha256)
+    assert recorded.matches_recipe
+    assert replace(recorded, expected_adapters="0" * 64).matches_recipe is False
+    tensors = load_file(str(tmp_path / "one" / ADAPTERS_FILE))
+    assert sorted(tensors) == [
+        "layer.1.attention.self.query.down",
+        "layer.1.attention.self.query.up",
+        "layer.1.intermediate.dense.down",
+        "layer.1.intermediate.dense.up",
+    ]
+    assert tensors["layer.1.intermediate.dense.up"].shape == (32, 2)
+    assert tensors["layer.1.attention.self.query.up"].abs().sum() > 0  # trained from zero
+    stored = AdapterConfig.model_validate_json((tmp_path / "one" / ADAPTERS_CONFIG).read_bytes())
+    assert stored == ADAPTERS
+
+
+def test_top_layers_on_cached_states_embed_as_the_encoder(tiny_bert2: Path) -> None:
+    encoder = MiniLMEncoder(model=str(tiny_bert2), device="cpu", max_length=16, stride=4)
+    texts = ["q1 q2 song", "a", " ".join(["d3 q4"] * 12)]  # the last: several windows
+    inputs = TopLayerInputs(encoder, texts, layers=1)
+    plain = encoder.encode_text(texts)
+    np.testing.assert_allclose(
+        inputs.embed([2, 0, 1]).detach().numpy(), plain[[2, 0, 1]], atol=1e-6
+    )
+    # Adapters run by hooks while training give the vectors the merged weights give when served.
+    model = encoder._load().model
+    adapters = new_adapters(model, ADAPTERS, seed=0)
+    with torch.no_grad():
+        for name, value in adapters.items():
+            if name.endswith("up"):
+                value.normal_(generator=torch.Generator().manual_seed(0))
+    handles = attach_adapters(model, adapters, ADAPTERS)
+    adapted = inputs.embed([0, 1, 2]).detach().numpy()
+    assert not np.allclose(adapted, plain, atol=1e-3)
+    for handle in handles:
+        handle.remove()
+    merge_adapters(model, adapter_tensors(adapters), ADAPTERS)
+    np.testing.assert_allclose(encoder.encode_text(texts), adapted, atol=1e-5)
+    with pytest.raises(IndexCorruptError, match="do not fit"):
+        merge_adapters(model, {}, ADAPTERS)

@@ -90,8 +90,8 @@ class Recommender:
     ``audio`` (with ``clap`` when its weights load; otherwise a warning says why audio is left
     out); see :attr:`config` for what was chosen. Each field's encoder has its own index (a
     *channel*); a query is embedded once by each encoder and the per-channel rankings are
-    combined by ``fuser`` (default ``weighted``, with the lexical channel of a hybrid field at
-    weight 2).
+    combined by ``fuser`` (default ``weighted``, the lexical channel of a hybrid field weighing
+    as much as the dense one).
 
     ``rewriter`` (default ``"rules"``, see :mod:`newwave.query`) reads the query first: the
     encoders embed its cleaned text (request boilerplate and negated phrases removed), and a

