@@ -19,7 +19,7 @@ from newwave.encoders.adapters import (
     load_adapter_tensors,
     merge_adapters,
 )
-from newwave.encoders.biencoder import CONFIG_FILE, HEADS_FILE
+from newwave.encoders.biencoder import CONFIG_FILE, HEADS_FILE, ROLES, BiEncoder
 from newwave.encoders.minilm import MiniLMEncoder
 from newwave.encoders.minilm_music import MODEL_DIR, MusicMiniLMEncoder
 from newwave.encoders.shared import share_backbones
@@ -108,15 +108,21 @@ def test_a_recommender_field_uses_it(encoder: MusicMiniLMEncoder) -> None:
     ]
 
 
+def _heads_only(backbone: MiniLMEncoder, music: MusicMiniLMEncoder) -> BiEncoder:
+    """A bi-encoder of the shipped heads over ``backbone``, without adapters."""
+    heads = {role: music.heads[role] for role in ROLES}
+    return BiEncoder.from_parts(music.config, dict.fromkeys(ROLES, backbone), heads, batch_size=2)
+
+
 def test_a_shared_backbone_gives_the_same_query_vectors_in_one_pass(
     monkeypatch: pytest.MonkeyPatch, encoder: MusicMiniLMEncoder
 ) -> None:
     minilm = MiniLMEncoder(device="cpu", batch_size=2)
-    music = MusicMiniLMEncoder(device="cpu", batch_size=2)
+    music = _heads_only(MiniLMEncoder(device="cpu", batch_size=2), encoder)
     assert share_backbones([minilm, music, "not an encoder"]) == 2  # both towers' backbone
     assert music.backbones["query"] is music.backbones["document"] is minilm
-    assert share_backbones([MiniLMEncoder(device="cpu"), music]) == 0  # other batches: not equal
-    assert share_backbones([minilm, encoder]) == 0
+    other = _heads_only(MiniLMEncoder(device="cpu", batch_size=2), encoder)
+    assert share_backbones([MiniLMEncoder(device="cpu"), other]) == 0  # other batches: not equal
     passes: list[int] = []
     run = minilm._encode_batch
 
@@ -132,13 +138,16 @@ def test_a_shared_backbone_gives_the_same_query_vectors_in_one_pass(
     assert sum(passes) == len(texts)  # one backbone pass for both encoders...
     np.testing.assert_array_equal(queries.vectors(minilm), minilm.encode_queries(texts))
     assert sum(passes) == 2 * len(texts)  # ...the minilm field's vectors are those
-    # bit for bit the vectors of a minilm-music with a backbone of its own
-    alone = MusicMiniLMEncoder(device="cpu", batch_size=2)
-    np.testing.assert_array_equal(shared, alone.encode_queries(texts))
-    assert alone.backbones["query"] is not minilm
+    # bit for bit the vectors of the same bi-encoder with a backbone of its own
+    np.testing.assert_array_equal(shared, other.encode_queries(texts))
+    assert other.backbones["query"] is not minilm
 
 
-def test_the_default_fields_load_one_minilm() -> None:
+def test_the_adapted_backbone_is_never_shared(encoder: MusicMiniLMEncoder) -> None:
+    minilm = MiniLMEncoder(device="cpu")
+    assert share_backbones([minilm, encoder]) == 0  # the adapters change its weights
+    assert encoder.query_backbone(TEXTS) is None
+    np.testing.assert_array_equal(Queries(TEXTS).vectors(encoder), encoder.encode_queries(TEXTS))
     rec = Recommender()
     rec.add(
         [
@@ -147,7 +156,10 @@ def test_the_default_fields_load_one_minilm() -> None:
         ]
     )
     fields = rec.fields
-    music = fields["tags:minilm-music"]
+    music, description = fields["tags:minilm-music"], fields["description"]
     assert isinstance(music, MusicMiniLMEncoder)
-    assert music.backbones["query"] is fields["description"]
+    assert isinstance(description, MiniLMEncoder)
+    assert music.backbones["query"] is not description
     assert rec.search("melancholic piano song")[0].track.id == "ballad"
+    # merging the adapters left the description field's MiniLM as it was
+    np.testing.assert_array_equal(description.encode_queries(TEXTS), minilm.encode_queries(TEXTS))

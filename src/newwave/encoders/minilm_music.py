@@ -24,10 +24,11 @@ through the query head, documents (what tracks hold, e.g. tags) through the docu
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from newwave.encoders._hf import DTYPES
+from newwave.encoders._hf import DTYPES, TransformerTextEncoder
 from newwave.encoders.adapters import (
     ADAPTERS_CONFIG,
     ADAPTERS_FILE,
@@ -102,6 +103,15 @@ class MusicMiniLMEncoder(BiEncoder):
                     merge_adapters(model, tensors, self._adapters)
                     self._merged = True
         return super()._encode_batch(batch, modality, role)
+
+    def use_backbones(self, pool: dict[str, TransformerTextEncoder]) -> int:
+        """Shares nothing when the adapters ship: they change the backbone's own weights, so
+        its vectors are not those of a ``minilm`` field."""
+        return 0 if self._adapters is not None else super().use_backbones(pool)
+
+    def query_backbone(self, texts: Sequence[str]) -> TransformerTextEncoder | None:
+        """None with adapters: queries go through :meth:`encode_queries`, which merges them."""
+        return None if self._adapters is not None else super().query_backbone(texts)
 
     @property
     def model_id(self) -> str:
