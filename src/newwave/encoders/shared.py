@@ -1,14 +1,14 @@
 """One transformer backbone shared by the encoders that run it: one model in memory, and one
 forward pass per batch of queries for all of them.
 
-A :class:`~newwave.encoders.biencoder.BiEncoder` (such as ``minilm-music``: all-MiniLM-L6-v2
-with linear heads) runs its backbone exactly as the backbone's own plugin does (``minilm``), then
-applies a head. When a :class:`~newwave.Recommender` has both (the default fields:
-``description`` -> ``minilm``, ``tags`` -> ``bm25`` + ``minilm-music``), :func:`share_backbones`
-gives the bi-encoder the ``minilm`` field's encoder as its backbone, so the model loads once;
-and a batch of queries is embedded once by that backbone, the heads then applied to its vectors
-(:class:`BackboneQueries`), which gives the vectors the bi-encoder computes on its own, bit for
-bit.
+A :class:`~newwave.encoders.biencoder.BiEncoder` with heads only (such as one trained by
+``newwave train biencoder`` with a frozen ``minilm`` backbone) runs its backbone exactly as the
+backbone's own plugin does, then applies a head. When a :class:`~newwave.Recommender` has both,
+:func:`share_backbones` gives the bi-encoder the ``minilm`` field's encoder as its backbone, so
+the model loads once; and a batch of queries is embedded once by that backbone, the heads then
+applied to its vectors (:class:`BackboneQueries`), which gives the vectors the bi-encoder
+computes on its own, bit for bit. The shipped ``minilm-music`` shares nothing: its adapters
+change its backbone's weights.
 
 Two encoders share a backbone only when they would compute the same vectors: the same plugin,
 model, device and options (:func:`backbone_key`). Inference changes no state, so sharing is
