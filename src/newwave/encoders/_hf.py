@@ -554,17 +554,7 @@ class TransformerTextEncoder(PretrainedEncoder[_Model]):
         fitted: list[str] = []
         for start in range(0, len(texts), self.batch_size):
             part = [text[:max_chars] for text in texts[start : start + self.batch_size]]
-            # The tokenizer settings of _encode_batch and fit_to_windows: a fast tokenizer asked
-            # for other settings reconfigures itself, which concurrent calls must not see.
-            encoded = state.tokenizer(
-                part,
-                truncation=True,
-                max_length=state.max_length,
-                stride=self.stride,
-                padding=True,
-                return_overflowing_tokens=True,
-                verbose=False,
-            )
+            encoded = self._tokenize(state, part, windows=True)
             spans = np.bincount(encoded["overflow_to_sample_mapping"], minlength=len(part))
             fitted += [
                 text
@@ -584,16 +574,7 @@ class TransformerTextEncoder(PretrainedEncoder[_Model]):
         state = self._load()
         tokens: list[Any] = []
         for start in range(0, len(items), 256):
-            # The tokenizer settings of _fit_query_batch (see there).
-            encoded = state.tokenizer(
-                items[start : start + 256],
-                truncation=True,
-                max_length=state.max_length,
-                stride=self.stride,
-                padding=True,
-                return_overflowing_tokens=True,
-                verbose=False,
-            )
+            encoded = self._tokenize(state, items[start : start + 256], windows=True)
             counts = np.asarray(encoded["attention_mask"], dtype=np.int64).sum(axis=1)
             owner = np.asarray(encoded["overflow_to_sample_mapping"], dtype=np.int64)
             part = len(items[start : start + 256])
@@ -604,19 +585,8 @@ class TransformerTextEncoder(PretrainedEncoder[_Model]):
     def _encode_batch(self, batch: list[Any], modality: Modality, role: Role) -> FloatMatrix:
         state = self._load()
         torch = state.torch
-        options: dict[str, Any] = {}
-        if self.windowed:
-            options = {"stride": self.stride, "return_overflowing_tokens": True}
         with torch.inference_mode():
-            encoded = state.tokenizer(
-                batch,
-                truncation=True,
-                max_length=state.max_length,
-                padding=True,
-                return_tensors="pt",
-                verbose=False,
-                **options,
-            )
+            encoded = self._tokenize(state, batch, return_tensors="pt")
             owner = encoded.pop("overflow_to_sample_mapping", None)
             mask = encoded["attention_mask"]
             windows = torch.cat(
@@ -631,6 +601,24 @@ class TransformerTextEncoder(PretrainedEncoder[_Model]):
             return _pool_windows(windows, owner, mask.sum(dim=1), len(batch))
 
     # -- internals ----------------------------------------------------------------------------
+
+    def _tokenize(
+        self, state: _Model, texts: Sequence[str], *, windows: bool | None = None, **options: Any
+    ) -> Any:
+        """The tokenizer's call on ``texts``: truncated to the model's length, padded, and cut into
+        overlapping windows when ``windows`` (by default: when this encoder is windowed). The
+        settings are the same for every caller, as far as they can be: a fast tokenizer asked for
+        other settings reconfigures itself, which concurrent calls must not see."""
+        if self.windowed if windows is None else windows:
+            options.update(stride=self.stride, return_overflowing_tokens=True)
+        return state.tokenizer(
+            list(texts),
+            truncation=True,
+            max_length=state.max_length,
+            padding=True,
+            verbose=False,
+            **options,
+        )
 
     def _embed(self, state: _Model, inputs: dict[str, Any]) -> Any:
         """One chunk of (window) rows -> their L2-normalised float32 embeddings, on the CPU."""

@@ -413,18 +413,7 @@ def backbone_embeddings(backbone: TransformerTextEncoder, texts: Sequence[str]) 
     """L2-normalised backbone vectors of ``texts`` as ``backbone.encode_text`` computes them
     (the same tokenisation, pooling and windows of long text), but differentiable."""
     state = backbone._load()
-    options: dict[str, Any] = {}
-    if backbone.windowed:
-        options = {"stride": backbone.stride, "return_overflowing_tokens": True}
-    encoded = state.tokenizer(
-        list(texts),
-        truncation=True,
-        max_length=state.max_length,
-        padding=True,
-        return_tensors="pt",
-        verbose=False,
-        **options,
-    )
+    encoded = backbone._tokenize(state, texts, return_tensors="pt")
     owner = encoded.pop("overflow_to_sample_mapping", None)
     counts = encoded["attention_mask"].sum(dim=1)
     windows = backbone._embed(state, dict(encoded)).to(backbone.device)

@@ -11,7 +11,6 @@ differentiable and several times cheaper to train.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -43,21 +42,10 @@ class TopLayerInputs:
         """One (tokens, width) tensor per window."""
         self.windows: list[list[int]] = []
         """Each text's windows (indices into :attr:`hidden`)."""
-        options: dict[str, Any] = {}
-        if backbone.windowed:
-            options = {"stride": backbone.stride, "return_overflowing_tokens": True}
         with torch.no_grad():
             for start in range(0, len(texts), batch_size):
                 chunk = list(texts[start : start + batch_size])
-                encoded = state.tokenizer(
-                    chunk,
-                    truncation=True,
-                    max_length=state.max_length,
-                    padding=True,
-                    return_tensors="pt",
-                    verbose=False,
-                    **options,
-                )
+                encoded = backbone._tokenize(state, chunk, return_tensors="pt")
                 owner = encoded.pop("overflow_to_sample_mapping", None)
                 owners = list(range(len(chunk))) if owner is None else [int(o) for o in owner]
                 inputs = {k: v.to(backbone.device) for k, v in encoded.items()}
