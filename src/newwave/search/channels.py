@@ -70,7 +70,7 @@ class Queries:
             backbone = None
             if self.audio is None and isinstance(encoder, BackboneQueries):
                 backbone = encoder.query_backbone(self.texts)
-            if backbone is not None:  # e.g. minilm-music: its heads on the minilm vectors
+            if backbone is not None:  # a heads-only bi-encoder: its heads on the backbone vectors
                 assert isinstance(encoder, BackboneQueries)
                 self._vectors[key] = encoder.project_queries(self.texts, self.vectors(backbone))
             elif self.audio is None:
