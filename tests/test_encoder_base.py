@@ -99,6 +99,11 @@ def test_bad_batch_size() -> None:
         KeywordEncoder(batch_size=0)
     with pytest.raises(InvalidInputError, match="batch_size"):
         KeywordEncoder().encode_text(["x"], batch_size=-1)
+    for wrong in (True, 2.0):  # a bool is not a size, nor is a float
+        with pytest.raises(InvalidInputError, match="batch_size must be a positive integer"):
+            KeywordEncoder(batch_size=wrong)
+        with pytest.raises(InvalidInputError, match="batch_size must be a positive integer"):
+            KeywordEncoder().encode_text(["x"], batch_size=wrong)  # type: ignore[arg-type]
 
 
 def test_audio_waveforms_and_pairs(keyword_encoder: KeywordEncoder) -> None:
