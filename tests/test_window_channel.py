@@ -214,3 +214,34 @@ def test_bad_windowed_fields_are_refused(
     with pytest.raises(InvalidInputError, match="windowed channel"):
         rec.add([Track(id="a", audio=files["low"])], vectors={"audio": np.ones((1, 64))})
     assert len(rec) == 0
+
+
+# -- newwave index --windows ---------------------------------------------------------------------
+
+
+def test_the_cli_makes_a_windowed_field_and_keeps_it(
+    tmp_path: Path, bands: None, files: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from newwave.cli import main
+
+    folder = tmp_path / "music"
+    folder.mkdir()
+    for name in ("long", "low", "high"):
+        Path(files[name]).rename(folder / f"{name}.wav")
+    lib = str(tmp_path / "lib")
+    argv = ["index", str(folder), lib, "--field", "audio=bands"]
+    hybrid = ["index", str(folder), str(tmp_path / "other"), "--field", "audio=bm25,bands"]
+    assert main([*argv, "--windows", "audio"]) == 0, capsys.readouterr().err
+    assert Recommender.load(lib).saved_config.fields["audio"].windows
+    hits = Recommender.load(lib).search_audio(files["query"], k=1)
+    assert hits[0].track.id == "long.wav"  # its best window, not its mean of noise
+    assert main([*argv, "--windows", "audio"]) == 0  # the same setup again
+    capsys.readouterr()
+    for wrong, message in [
+        (argv, "was made with --windows audio; --windows cannot change"),
+        ([*argv, "--windows", "tags"], "--windows tags: no --field tags=ENCODER is given"),
+        ([*hybrid, "--windows", "audio"], "--windows audio: a windowed field has one encoder"),
+    ]:
+        assert main(wrong) == 1
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "other").exists()

@@ -94,7 +94,13 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _index(args: argparse.Namespace) -> int:
-    from newwave.cli_library import check_saved_options, encoder_options, vanished, with_options
+    from newwave.cli_library import (
+        check_saved_options,
+        encoder_options,
+        vanished,
+        windowed_fields,
+        with_options,
+    )
     from newwave.readers import read_tracks, scan_music_folder
     from newwave.recommender import Recommender
     from newwave.search.defaults import default_fields
@@ -106,6 +112,7 @@ def _index(args: argparse.Namespace) -> int:
         for name, encoders in _pairs(args.field, "--field", "FIELD=ENCODER[,ENCODER]").items()
     }
     options = encoder_options(args.option, fields)
+    windowed = windowed_fields(args.windows, fields)
     columns = _pairs(args.column, "--column", "FIELD=COLUMN")
     source = Path(args.source)
     library = Path(args.library)
@@ -136,12 +143,14 @@ def _index(args: argparse.Namespace) -> int:
         raise InvalidInputError(f"{source} holds no tracks")
 
     if not existing:  # a new, empty library; unless another process just made one
-        spec: Mapping[str, FieldSpec] | None = with_options(fields, options) if fields else None
+        spec: Mapping[str, FieldSpec] | None = (
+            with_options(fields, options, windowed) if fields else None
+        )
         if spec is None and source.is_dir():  # names matched by words: "songs by Mara Lind"
             spec = default_fields(tracks, names=True)
         Recommender(spec, fuser=args.fuser).save(library, replace=False)
     rec = Recommender.load(library)
-    _check_same_setup(rec, library, fields, args.fuser)
+    _check_same_setup(rec, library, fields, args.fuser, windowed)
     if existing:
         check_saved_options(rec, library, options)
     gone = vanished(rec, tracks, source) if args.prune else []
@@ -174,9 +183,14 @@ def _index(args: argparse.Namespace) -> int:
 
 
 def _check_same_setup(
-    rec: Recommender, library: Path, fields: Mapping[str, str | list[str]], fuser: str | None
+    rec: Recommender,
+    library: Path,
+    fields: Mapping[str, str | list[str]],
+    fuser: str | None,
+    windowed: set[str],
 ) -> None:
-    """A saved library keeps its fields and fuser: asking for others is an error."""
+    """A saved library keeps its fields, their windows and its fuser: asking for others is an
+    error."""
     saved: dict[str, list[str]] = {}
     for name, encoder in rec.fields.items():
         saved.setdefault(name.partition(":")[0], []).append(encoder.name)
@@ -186,6 +200,13 @@ def _check_same_setup(
         raise InvalidInputError(
             f"{library} already indexes {setup}; --field cannot change the fields of a "
             "library (index into a new directory instead)"
+        )
+    saved_windows = {c for c, f in rec.saved_config.fields.items() if f.windows}
+    if fields and windowed != saved_windows:
+        have = " ".join(f"--windows {c}" for c in sorted(saved_windows)) or "no --windows"
+        raise InvalidInputError(
+            f"{library} was made with {have}; --windows cannot change the fields of a library "
+            "(index into a new directory instead)"
         )
     if fuser is not None and fuser != rec.fuser.name:
         raise InvalidInputError(
@@ -710,6 +731,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="an option of the encoder of a field given with --field, e.g. audio.model=/path "
         "or audio.batch_size=8 (FIELD:ENCODER.OPTION in a hybrid field; VALUE is read as JSON "
         "when it parses); repeat for several",
+    )
+    index.add_argument(
+        "--windows",
+        action="append",
+        metavar="FIELD",
+        help="make the audio FIELD (given with --field, one encoder) windowed: every window's "
+        "vector is indexed and a track scores by its best window (docs/audio.md); repeat for "
+        "several",
     )
     index.add_argument("--fuser", help="how a new library combines its fields (default weighted)")
     index.add_argument(

@@ -4,7 +4,7 @@ tracks that vanished from their source, track ids given as audio file paths."""
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +21,7 @@ __all__ = [
     "encoder_options",
     "resolve_track_id",
     "vanished",
+    "windowed_fields",
     "with_options",
 ]
 
@@ -69,10 +70,34 @@ def encoder_options(
     return options
 
 
+def windowed_fields(
+    values: Sequence[str] | None, fields: Mapping[str, str | list[str]]
+) -> set[str]:
+    """The ``--windows`` fields, each given with ``--field`` and one encoder."""
+    windowed: set[str] = set()
+    for value in values or ():
+        field = value.strip()
+        if field not in fields:
+            given = ", ".join(fields) or "none"
+            raise InvalidInputError(
+                f"--windows {field}: no --field {field}=ENCODER is given (fields given: {given})"
+            )
+        if not isinstance(fields[field], str):
+            raise InvalidInputError(
+                f"--windows {field}: a windowed field has one encoder, not {fields[field]}"
+            )
+        windowed.add(field)
+    return windowed
+
+
 def with_options(
-    fields: Mapping[str, str | list[str]], options: Mapping[str, Mapping[str, Any]]
+    fields: Mapping[str, str | list[str]],
+    options: Mapping[str, Mapping[str, Any]],
+    windowed: Collection[str] = (),
 ) -> dict[str, FieldSpec]:
-    """``fields`` with each encoder that has options built with them (checked by its plugin)."""
+    """``fields`` with each encoder that has options built with them (checked by its plugin),
+    the ``windowed`` ones as windowed fields."""
+    from newwave.fields import Field
     from newwave.plugins import load_field_encoder
 
     spec: dict[str, FieldSpec] = {}
@@ -84,6 +109,8 @@ def with_options(
             given = options.get(channel)
             built.append(load_field_encoder(name, **given) if given else name)
         spec[field] = built if len(names) > 1 else built[0]
+        if field in windowed:
+            spec[field] = Field(built[0], windows=True)
     return spec
 
 
