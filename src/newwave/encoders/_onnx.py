@@ -31,25 +31,35 @@ import logging
 import os
 import tempfile
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from newwave.errors import InvalidInputError, MissingDependencyError, ModelNotFoundError
+from newwave.errors import (
+    ComponentUnavailableError,
+    InvalidInputError,
+    MissingDependencyError,
+    ModelNotFoundError,
+)
 
 __all__ = [
     "BACKENDS",
     "CACHE_ENV",
     "INSTALL_HINT",
     "QUANTIZATIONS",
+    "OnnxSession",
     "OnnxTransformer",
     "cache_directory",
     "check_backend",
+    "export_module",
     "fingerprint",
     "load_onnx_transformer",
+    "model_files",
+    "onnx_device",
+    "open_cached",
 ]
 
 #: The ``backend`` option's accepted values.
@@ -89,6 +99,26 @@ def check_backend(backend: str, quantize: str | None) -> None:
         )
 
 
+def onnx_device(backend: str, dtype: str, device: str | None) -> str | None:
+    """The device an encoder with these options runs on, before it resolves it: the CPU by
+    default for ``backend="onnx"``, which runs float32 only; refuses another ``dtype``."""
+    if backend != "onnx":
+        return device
+    if dtype != "float32":
+        raise InvalidInputError(
+            f"backend='onnx' runs float32 (or quantize='int8'), not dtype={dtype!r}"
+        )
+    return "cpu" if device is None else device
+
+
+def check_onnx_device(backend: str, device: str) -> None:
+    """Refuse ``backend="onnx"`` on a resolved device other than the CPU."""
+    if backend == "onnx" and device != "cpu":
+        raise InvalidInputError(
+            f"backend='onnx' runs on the CPU, not on device {device!r}; use backend='torch' there"
+        )
+
+
 def import_onnx() -> tuple[ModuleType, ModuleType]:
     """``(onnxruntime, onnx)``, or :class:`~newwave.errors.MissingDependencyError`."""
     try:
@@ -102,8 +132,9 @@ def import_onnx() -> tuple[ModuleType, ModuleType]:
     return onnxruntime, onnx
 
 
-def fingerprint(directory: str | os.PathLike[str]) -> str:
-    """A hex digest of a model directory's ``config.json`` and weight files, and the recipe."""
+def fingerprint(directory: str | os.PathLike[str], recipe: str = _RECIPE) -> str:
+    """A hex digest of a model directory's ``config.json`` and weight files, and of ``recipe``
+    (the export recipe: by default the transformer text encoders')."""
     root = Path(directory)
     files = sorted(
         path
@@ -112,7 +143,7 @@ def fingerprint(directory: str | os.PathLike[str]) -> str:
     )
     if not any(path.suffix in _WEIGHT_SUFFIXES for path in files):
         raise ModelNotFoundError(f"model directory {str(root)!r} holds no weight files")
-    digest = hashlib.sha256(_RECIPE.encode())
+    digest = hashlib.sha256(recipe.encode())
     for path in files:
         digest.update(f"\0{path.name}\0{path.stat().st_size}\0".encode())
         content = hashlib.sha256()
@@ -142,25 +173,66 @@ class _Output:
     last_hidden_state: Any
 
 
-class OnnxTransformer:
-    """An ONNX Runtime session called like a Hugging Face ``AutoModel``: keyword tensors in,
-    an object with ``last_hidden_state`` (a torch tensor) out. ``config`` is the model's config.
+class OnnxSession:
+    """An ONNX Runtime CPU session of the file at ``path``, run with denormal floats flushed.
 
     Thread safe: ONNX Runtime sessions may run concurrently.
     """
 
-    def __init__(self, session: Any, config: Any, torch: ModuleType, path: Path) -> None:
+    def __init__(self, session: Any, torch: ModuleType, path: Path) -> None:
         self.session = session
-        self.config = config
         self.path = path
         self._torch = torch
-        self._inputs = [item.name for item in session.get_inputs()]
+        self.input_names = [item.name for item in session.get_inputs()]
+
+    def run(self, feed: dict[str, Any]) -> list[Any]:
+        """The graph's outputs (NumPy arrays) for ``feed``, NumPy arrays by input name."""
+        with _denormal_mode(self._torch, flush=True):
+            return list(self.session.run(None, feed))
+
+
+class OnnxTransformer(OnnxSession):
+    """An ONNX Runtime session called like a Hugging Face ``AutoModel``: keyword tensors in,
+    an object with ``last_hidden_state`` (a torch tensor) out. ``config`` is the model's config.
+    """
+
+    def __init__(self, session: Any, config: Any, torch: ModuleType, path: Path) -> None:
+        super().__init__(session, torch, path)
+        self.config = config
 
     def __call__(self, **inputs: Any) -> _Output:
-        feed = {name: inputs[name].cpu().numpy() for name in self._inputs}
-        with _denormal_mode(self._torch, flush=True):
-            (hidden,) = self.session.run(None, feed)
+        (hidden,) = self.run({name: inputs[name].cpu().numpy() for name in self.input_names})
         return _Output(self._torch.from_numpy(hidden))
+
+
+def open_cached(
+    *,
+    files: Path,
+    local_dir: Path | None,
+    stem: str,
+    recipe: str,
+    quantize: str | None,
+    export: Callable[[Path], None],
+    torch: ModuleType,
+) -> OnnxSession:
+    """The session of the ONNX file ``stem`` of the model whose files are in ``files``,
+    exported by ``export(path)`` (and quantised) first unless it is cached.
+
+    The cache folder is named by the fingerprint of ``files`` and ``recipe``
+    (:func:`fingerprint`, :func:`cache_directory`); it holds ``{stem}.onnx`` (float32) and
+    ``{stem}.{quantize}.onnx``. ``local_dir`` is the model's directory when the user gave one.
+    """
+    onnxruntime, onnx = import_onnx()
+    folder = cache_directory(local_dir, fingerprint(files, recipe))
+    float_path = folder / f"{stem}.onnx"
+    path = float_path if quantize is None else folder / f"{stem}.{quantize}.onnx"
+    if not path.is_file():
+        folder.mkdir(parents=True, exist_ok=True)
+        if not float_path.is_file():
+            export(float_path)
+        if path != float_path:
+            _quantize(float_path, path, onnx)
+    return OnnxSession(_session(onnxruntime, path, torch), torch, path)
 
 
 def load_onnx_transformer(
@@ -179,19 +251,77 @@ def load_onnx_transformer(
     cache); ``local_dir`` the directory when the user gave one; ``load_model()`` loads the torch
     model, called only when an export is needed.
     """
-    onnxruntime, onnx = import_onnx()
-    directory = _model_files(source)
-    folder = cache_directory(local_dir, fingerprint(directory))
-    float_path = folder / "model.onnx"
-    path = float_path if quantize is None else folder / f"model.{quantize}.onnx"
-    if not path.is_file():
-        folder.mkdir(parents=True, exist_ok=True)
-        if not float_path.is_file():
-            _export(load_model(), tokenizer, float_path, torch)
-        if path != float_path:
-            _quantize(float_path, path, onnx)
-    session = _session(onnxruntime, path, torch)
-    return OnnxTransformer(session, config, torch, path)
+    opened = open_cached(
+        files=model_files(source),
+        local_dir=local_dir,
+        stem="model",
+        recipe=_RECIPE,
+        quantize=quantize,
+        export=lambda target: _export(load_model(), tokenizer, target, torch),
+        torch=torch,
+    )
+    return OnnxTransformer(opened.session, config, torch, opened.path)
+
+
+def export_module(
+    module: Any,
+    sample: tuple[Any, ...],
+    *,
+    inputs: Sequence[str],
+    outputs: Sequence[str],
+    axes: dict[str, dict[int, str]],
+    target: Path,
+    torch: ModuleType,
+    what: str,
+) -> None:
+    """Export the torch ``module`` (called on ``sample``, tensors named ``inputs``) to ONNX at
+    ``target``: PyTorch's TorchScript exporter, opset 17, ``axes`` the dynamic dimensions.
+
+    The file is written under a temporary name and renamed when complete. An exporter failure
+    becomes :class:`~newwave.errors.ComponentUnavailableError` naming ``what`` and the
+    exporter's message.
+    """
+    # The exporter restores the module's training flag over the whole tree when it is done:
+    # a wrapper left in training mode would switch the wrapped model's dropout on.
+    module.eval()
+    # torch < 2.5 has no ``dynamo`` option and exports with TorchScript, as dynamo=False does.
+    legacy = (
+        {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
+    )
+    with _writing(target) as temporary, torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer notes on shape-dependent Python branches
+        try:
+            torch.onnx.export(
+                module,
+                sample,
+                str(temporary),
+                input_names=list(inputs),
+                output_names=list(outputs),
+                dynamic_axes=axes,
+                opset_version=_OPSET,
+                **legacy,
+            )
+        except Exception as exc:
+            raise ComponentUnavailableError(
+                f"backend='onnx': {what} could not be exported to ONNX (PyTorch's exporter, "
+                f"opset {_OPSET}): {type(exc).__name__}: {exc}; use backend='torch'"
+            ) from exc
+
+
+def model_files(source: str) -> Path:
+    """The directory holding ``source``'s config and weights (a hub id: its cached snapshot)."""
+    path = Path(source).expanduser()
+    if path.is_dir():
+        return path
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(source, local_files_only=True))
+    except Exception as exc:
+        raise ModelNotFoundError(
+            f"backend='onnx' exports from the model's files, but the Hugging Face cache has no "
+            f"snapshot of {source!r} ({exc}); pass the model directory instead"
+        ) from exc
 
 
 # -- internals ------------------------------------------------------------------------------
@@ -216,22 +346,6 @@ def _session(onnxruntime: ModuleType, path: Path, torch: ModuleType) -> Any:
             )
     except Exception as exc:  # a damaged cache file: say which, so that it can be deleted
         raise ModelNotFoundError(f"could not load the ONNX model {str(path)!r}: {exc}") from exc
-
-
-def _model_files(source: str) -> Path:
-    """The directory holding ``source``'s config and weights (a hub id: its cached snapshot)."""
-    path = Path(source).expanduser()
-    if path.is_dir():
-        return path
-    from huggingface_hub import snapshot_download
-
-    try:
-        return Path(snapshot_download(source, local_files_only=True))
-    except Exception as exc:
-        raise ModelNotFoundError(
-            f"backend='onnx' exports from the model's files, but the Hugging Face cache has no "
-            f"snapshot of {source!r} ({exc}); pass the model directory instead"
-        ) from exc
 
 
 @contextmanager
@@ -262,29 +376,22 @@ def _export(model: Any, tokenizer: Any, target: Path, torch: ModuleType) -> None
         def forward(self, *tensors: Any) -> Any:
             return self.model(**dict(zip(names, tensors, strict=True))).last_hidden_state
 
-    axes = {name: {0: "batch", 1: "sequence"} for name in [*names, "last_hidden_state"]}
     model = model.float().cpu().eval()
     # Attention written out (matmul, mask, softmax) rather than PyTorch's fused kernel, which
     # exports with a NaN check over every attention matrix: 8% (queries) to 15% (captions)
     # faster on ONNX Runtime.
     if hasattr(model, "set_attn_implementation"):
         model.set_attn_implementation("eager")
-    # torch < 2.5 has no ``dynamo`` option and exports with TorchScript, as dynamo=False does.
-    legacy = (
-        {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
+    export_module(
+        Forward(),
+        tuple(sample[name] for name in names),
+        inputs=names,
+        outputs=["last_hidden_state"],
+        axes={name: {0: "batch", 1: "sequence"} for name in [*names, "last_hidden_state"]},
+        target=target,
+        torch=torch,
+        what="the transformer",
     )
-    with _writing(target) as temporary, torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # tracer notes on shape-dependent Python branches
-        torch.onnx.export(
-            Forward(),
-            tuple(sample[name] for name in names),
-            str(temporary),
-            input_names=names,
-            output_names=["last_hidden_state"],
-            dynamic_axes=axes,
-            opset_version=_OPSET,
-            **legacy,
-        )
 
 
 def _quantize(source: Path, target: Path, onnx: ModuleType) -> None:
