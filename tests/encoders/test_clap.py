@@ -46,8 +46,9 @@ POSITIONS = 64  # the tiny text model's max_position_embeddings: 62 usable token
 WORDS = "sad piano ballad upbeat summer pop handclaps aggressive metal riff jazz trio night rain"
 
 
-def build_tiny_clap(directory: Path) -> Path:
-    """A randomly initialised CLAP (about 50k parameters) with its processor, saved."""
+def build_tiny_clap(directory: Path, *, fusion: bool = False) -> Path:
+    """A randomly initialised CLAP (about 50k parameters) with its processor, saved; ``fusion``:
+    a fusion checkpoint (HTSAT with its fusion layers, a "fusion" feature extractor)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
     specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]  # RoBERTa's ids 0..4
@@ -83,7 +84,7 @@ def build_tiny_clap(directory: Path) -> Path:
         fft_window_size=1024,
         frequency_min=50,
         frequency_max=14000,
-        truncation="rand_trunc",
+        truncation="fusion" if fusion else "rand_trunc",
         padding="repeatpad",
     )
     config = transformers.ClapConfig(
@@ -104,6 +105,7 @@ def build_tiny_clap(directory: Path) -> Path:
             "num_attention_heads": [1, 2],
             "num_hidden_layers": 2,
             "window_size": 4,
+            "enable_fusion": fusion,
         },
         projection_dim=16,
     )

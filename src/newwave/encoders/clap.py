@@ -7,6 +7,7 @@ import os
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from types import ModuleType
 from typing import Any, ClassVar, Literal
 
@@ -22,6 +23,7 @@ from newwave.audio import (
     to_mono,
     window_starts,
 )
+from newwave.encoders._clap_onnx import ClapTowers
 from newwave.encoders._hf import (
     PretrainedEncoder,
     fit_to_windows,
@@ -29,6 +31,7 @@ from newwave.encoders._hf import (
     load_pretrained,
     quiet_weight_loading,
 )
+from newwave.encoders._onnx import check_backend, check_onnx_device, import_onnx, onnx_device
 from newwave.encoders.base import Skipped
 from newwave.errors import (
     AudioDecodeError,
@@ -50,7 +53,7 @@ _FAST_FEATURES_ATOL = 1e-3
 @dataclass
 class _Clap:
     torch: ModuleType
-    model: Any
+    model: Any  # None with backend="onnx"
     tokenizer: Any
     extractor: Any
     sample_rate: int  # the feature extractor's sampling rate
@@ -58,6 +61,8 @@ class _Clap:
     max_text_length: int
     log_mel: _LogMel | None  # None: use the feature extractor itself
     source: str
+    config: Any  # the ClapConfig
+    towers: ClapTowers | None = None  # backend="onnx": the towers' ONNX Runtime sessions
 
 
 class ClapEncoder(PretrainedEncoder[_Clap]):
@@ -118,6 +123,12 @@ class ClapEncoder(PretrainedEncoder[_Clap]):
     (:mod:`newwave.train.clap`) runs the same methods with gradients. :meth:`save_pretrained`
     writes a directory this encoder loads.
 
+    **ONNX Runtime.** ``backend="onnx"`` runs each tower's forward pass on ONNX Runtime (CPU,
+    float32), exported from the model's files the first time the tower is used and cached (see
+    :mod:`newwave.encoders._clap_onnx`); ``quantize="int8"`` runs int8-quantised copies. Windows,
+    features, pooling and normalisation are the same as with the default ``backend="torch"``;
+    :meth:`torch_model` and :meth:`save_pretrained` need the torch backend.
+
     Other options: ``device`` (see :func:`newwave.device.resolve_device`), ``batch_size`` (texts
     or tracks per batch, and windows per forward pass; default 16), ``show_progress_bar``,
     ``dtype`` (``"float32"``; ``"float16"`` on GPU only, or ``"bfloat16"``).
@@ -144,7 +155,13 @@ class ClapEncoder(PretrainedEncoder[_Clap]):
         max_windows: int | None = None,
         pooling: Literal["mean", "max"] = "mean",
         max_text_length: int | None = None,
+        backend: str = "torch",
+        quantize: str | None = None,
     ) -> None:
+        check_backend(backend, quantize)
+        device = onnx_device(backend, dtype, device)
+        self.backend = backend
+        self.quantize = quantize
         super().__init__(
             model=model,
             device=device,
@@ -167,12 +184,13 @@ class ClapEncoder(PretrainedEncoder[_Clap]):
                 f"max_text_length must be an integer >= 3 or None, got {max_text_length!r}"
             )
         self.max_text_length = max_text_length
+        check_onnx_device(backend, self.device)
         self._tokenizer_lock = threading.Lock()
 
     # -- Encoder interface --------------------------------------------------------------------
 
     def _loaded_dim(self, state: _Clap) -> int:
-        return int(state.model.config.projection_dim)
+        return int(state.config.projection_dim)
 
     def get_config(self) -> dict[str, Any]:
         return {
@@ -182,6 +200,11 @@ class ClapEncoder(PretrainedEncoder[_Clap]):
             "max_windows": self.windowing.max_windows,
             "pooling": self.windowing.pooling,
             "max_text_length": self.max_text_length,
+            **(
+                {}
+                if self.backend == "torch"
+                else {"backend": self.backend, "quantize": self.quantize}
+            ),
         }
 
     def encode_text(
@@ -287,7 +310,7 @@ class ClapEncoder(PretrainedEncoder[_Clap]):
 
     def torch_model(self) -> Any:
         """The loaded ``transformers.ClapModel`` (a trainer updates its weights in place)."""
-        return self._load().model
+        return self._torch_state("torch_model()").model
 
     def audio_windows(self, audio: str | Waveform, windowing: Windowing | None = None) -> Any:
         """One track's windows at the model's sample rate: an array (windows, samples).
@@ -320,6 +343,9 @@ class ClapEncoder(PretrainedEncoder[_Clap]):
         on the encoder's device; differentiable outside ``torch.inference_mode``)."""
         state = self._load()
         torch = state.torch
+        if state.towers is not None:
+            embeddings = torch.from_numpy(state.towers.audio(features.cpu().numpy()))
+            return torch.nn.functional.normalize(embeddings, p=2, dim=-1)
         output = state.model.get_audio_features(
             input_features=features.to(device=self.device, dtype=getattr(torch, self.dtype)),
             is_longer=torch.zeros((features.shape[0], 1), dtype=torch.bool, device=self.device),
@@ -365,6 +391,11 @@ class ClapEncoder(PretrainedEncoder[_Clap]):
         on the encoder's device; differentiable outside ``torch.inference_mode``)."""
         state = self._load()
         torch = state.torch
+        if state.towers is not None:
+            embeddings = torch.from_numpy(
+                state.towers.text(tokens["input_ids"], tokens["attention_mask"])
+            )
+            return torch.nn.functional.normalize(embeddings, p=2, dim=-1)
         inputs = {k: v.to(self.device) for k, v in tokens.items()}
         output = state.model.get_text_features(**inputs)
         embeddings = _embedding(torch, output, "get_text_features")
@@ -373,7 +404,7 @@ class ClapEncoder(PretrainedEncoder[_Clap]):
     def save_pretrained(self, directory: str | os.PathLike[str]) -> None:
         """Write the model, feature extractor and tokenizer into ``directory`` (each with its
         ``save_pretrained``): ``load_encoder("clap", model=directory)`` loads them."""
-        state = self._load()
+        state = self._torch_state("save_pretrained()")
         _, transformers = import_backend()
         with quiet_weight_loading(transformers):
             state.model.save_pretrained(directory)
@@ -381,6 +412,14 @@ class ClapEncoder(PretrainedEncoder[_Clap]):
         state.tokenizer.save_pretrained(directory)
 
     # -- internals ----------------------------------------------------------------------------
+
+    def _torch_state(self, what: str) -> _Clap:
+        if self.backend != "torch":
+            raise InvalidInputError(
+                f"{what} needs the PyTorch model: this encoder runs on backend={self.backend!r}; "
+                "load one with backend='torch'"
+            )
+        return self._load()
 
     def _embed_texts(self, texts: list[str]) -> FloatMatrix:
         tokens = self.tokenize(texts)
@@ -412,8 +451,17 @@ class ClapEncoder(PretrainedEncoder[_Clap]):
 
     def _build(self) -> _Clap:
         torch, transformers = import_backend()
+        onnx = self.backend == "onnx"
+        if onnx:
+            import_onnx()  # before any loading: a missing package fails at once
 
-        def load(source: str, local_files_only: bool) -> tuple[Any, Any, Any]:
+        def load_model(source: str, local_files_only: bool) -> Any:
+            with quiet_weight_loading(transformers):
+                return transformers.ClapModel.from_pretrained(
+                    source, local_files_only=local_files_only, trust_remote_code=False
+                )
+
+        def load(source: str, local_files_only: bool) -> tuple[Any, Any, Any, Any]:
             config = transformers.AutoConfig.from_pretrained(
                 source, local_files_only=local_files_only, trust_remote_code=False
             )
@@ -422,21 +470,20 @@ class ClapEncoder(PretrainedEncoder[_Clap]):
                     f"model {self.model!r} is a {getattr(config, 'model_type', '?')!r} model, "
                     "not a CLAP model (model_type 'clap')"
                 )
-            with quiet_weight_loading(transformers):
-                model = transformers.ClapModel.from_pretrained(
-                    source, local_files_only=local_files_only, trust_remote_code=False
-                )
+            # The ONNX backend reads the config only: the weights load when a tower is exported.
+            model = None if onnx else load_model(source, local_files_only)
             extractor = transformers.AutoFeatureExtractor.from_pretrained(
                 source, local_files_only=local_files_only, trust_remote_code=False
             )
             tokenizer = transformers.AutoTokenizer.from_pretrained(
                 source, local_files_only=local_files_only, trust_remote_code=False
             )
-            return model, extractor, tokenizer
+            return config, model, extractor, tokenizer
 
         loaded = load_pretrained(self.model, load)
-        model, extractor, tokenizer = loaded.value
-        model = model.to(device=self.device, dtype=getattr(torch, self.dtype)).eval()
+        config, model, extractor, tokenizer = loaded.value
+        if model is not None:
+            model = model.to(device=self.device, dtype=getattr(torch, self.dtype)).eval()
         rate = int(extractor.sampling_rate)
         input_samples = int(getattr(extractor, "nb_max_samples", 0)) or 10 * rate
         window = self.windowing.window_samples(rate)
@@ -446,17 +493,33 @@ class ClapEncoder(PretrainedEncoder[_Clap]):
                 f"model {self.model!r} ({input_samples / rate:g} s); use at most that"
             )
         tokenizer.padding_side = "right"
-        return _Clap(
+        state = _Clap(
             torch=torch,
             model=model,
             tokenizer=tokenizer,
             extractor=extractor,
             sample_rate=rate,
             input_samples=input_samples,
-            max_text_length=self._text_limit(tokenizer, model.config.text_config),
+            max_text_length=self._text_limit(tokenizer, config.text_config),
             log_mel=_LogMel.checked(extractor, input_samples, torch),
             source=loaded.source,
+            config=config,
         )
+        if onnx:
+            local = Path(self.model).expanduser()
+            rng = np.random.default_rng(0)
+            state.towers = ClapTowers(
+                source=loaded.source,
+                local_dir=local if local.is_dir() else None,
+                quantize=self.quantize,
+                load_model=lambda: load_model(loaded.source, True),
+                sample_tokens=lambda: self.tokenize(["an example", "a second, longer example"]),
+                sample_features=lambda: self.window_features(
+                    [rng.standard_normal(input_samples).astype(np.float32) * 0.1 for _ in "ab"]
+                ),
+                torch=torch,
+            )
+        return state
 
     def _text_limit(self, tokenizer: Any, text_config: Any) -> int:
         limits = [] if self.max_text_length is None else [self.max_text_length]
