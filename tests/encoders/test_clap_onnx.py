@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from newwave.encoders import _onnx
+from newwave.encoders import _clap_onnx, _onnx
 from newwave.encoders._clap_onnx import RECIPE
 from newwave.encoders.clap import ClapEncoder
 from newwave.errors import ComponentUnavailableError, InvalidInputError, MissingDependencyError
@@ -160,3 +161,31 @@ def test_missing_onnxruntime_is_named(model_dir: Path, monkeypatch: pytest.Monke
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
     with pytest.raises(MissingDependencyError, match=r"newwave-music\[onnx\]"):
         ClapEncoder(model=model_dir, backend="onnx").encode_text(TEXTS[:1])
+
+
+def test_concurrent_first_use_exports_once(
+    model_dir: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv(_onnx.CACHE_ENV, str(tmp_path))
+    exports: list[str] = []
+    export = _clap_onnx.export_module
+
+    def counted(*args: Any, **kwargs: Any) -> None:
+        exports.append(str(kwargs["what"]))
+        export(*args, **kwargs)
+
+    monkeypatch.setattr(_clap_onnx, "export_module", counted)
+    encoder = ClapEncoder(model=model_dir, backend="onnx")
+    results: list[np.ndarray] = []
+    threads = [
+        threading.Thread(target=lambda: results.append(encoder.encode_text(TEXTS)))
+        for _ in range(3)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert exports == ["CLAP's text tower"]
+    assert len(results) == 3
+    for vectors in results[1:]:
+        np.testing.assert_array_equal(vectors, results[0])
