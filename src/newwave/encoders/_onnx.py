@@ -21,6 +21,9 @@ next to a model given as a local directory (in its ``newwave-onnx/`` folder) whe
 is writable; else to the user's cache, ``~/.cache/newwave/onnx`` (``XDG_CACHE_HOME`` honoured).
 Each file is written under a temporary name and renamed into place, so two processes exporting
 at once both end up with a complete file. The files are ONNX protobuf, never pickle.
+
+The export (:func:`export_module`), the cache (:func:`open_cached`) and the session
+(:class:`OnnxSession`) serve the ``clap`` encoder's towers too (:mod:`newwave.encoders._clap_onnx`).
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ __all__ = [
     "OnnxTransformer",
     "cache_directory",
     "check_backend",
+    "check_onnx_device",
     "export_module",
     "fingerprint",
     "load_onnx_transformer",
