@@ -168,7 +168,7 @@ def test_concurrent_first_use_exports_once(
 ) -> None:
     monkeypatch.setenv(_onnx.CACHE_ENV, str(tmp_path))
     exports: list[str] = []
-    export = _clap_onnx.export_module
+    export = _onnx.export_module
 
     def counted(*args: Any, **kwargs: Any) -> None:
         exports.append(str(kwargs["what"]))
