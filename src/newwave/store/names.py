@@ -1,0 +1,80 @@
+"""The catalogue's names in the library database: artists, titles and albums by their lookup key.
+
+The ``track_names`` table holds one row per track and name field (``artist``, ``title``,
+``album``) and per *key* of the name: its words normalised as the request reader reads them
+(:func:`newwave.query.vocabulary.form_key`: case, accents and apostrophes ignored), joined by
+spaces, and, for a name that starts with "the", the key without it ("The Beatles" is found as
+"the beatles" and as "beatles")::
+
+    track_names(track, field, name, key)   name: the name as the track spells it, spaces collapsed
+
+It is derived data, rebuilt from ``track_values`` (:meth:`LibraryStore.rebuild_names`) and kept
+in step with the tracks in the transaction that writes or removes them. Three meta values go
+with it: ``names:keys``, the fingerprint of the normalisation that made its keys (a newwave whose
+normalisation differs rebuilds the table); ``names:tokens``, the most tokens a key has (an upper
+bound: requests are looked up by their spans up to that length); and ``names:seq``, the
+transaction the table reflects. A version of newwave that does not keep the table moves ``seq``
+without it, so the table is then stale until rebuilt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+from functools import lru_cache
+
+__all__ = ["FIELDS", "NAMES_SCHEMA", "NameRow", "key_fingerprint", "name_rows", "rows_of_values"]
+
+FIELDS = ("artist", "title", "album")
+"""The track fields whose names are kept, in the order the request reader prefers them."""
+
+NAMES_SCHEMA = """
+CREATE TABLE track_names (
+    track INTEGER NOT NULL,
+    field TEXT NOT NULL,
+    name TEXT NOT NULL,
+    key TEXT NOT NULL
+);
+CREATE INDEX track_names_key ON track_names (key, field, name, track);
+CREATE INDEX track_names_track ON track_names (track);
+"""
+
+NameRow = tuple[int, str, str, str, int]
+"""A row of ``track_names`` and its key's length in tokens: (track, field, name, key, tokens)."""
+
+_VERSION = 1
+_PROBE = "The Beyoncé & Sigur Rós: L'Été — AC/DC, Motörhead\u2019s hip-hop 1990s (Live) ÆØÅ ß"
+
+
+def name_rows(track: int, field: str, text: str) -> list[NameRow]:
+    """The rows of the name ``text`` of ``field`` (none for a blank name or one without words)."""
+    from newwave.query.vocabulary import form_key
+
+    name = " ".join(text.split())
+    if not name:
+        return []
+    key = form_key(name)
+    if not any(token[0].isalnum() for token in key):
+        return []
+    keys = [key] + ([key[1:]] if key[0] == "the" and len(key) > 1 else [])
+    return [(track, field, name, " ".join(one), len(one)) for one in keys]
+
+
+def rows_of_values(values: Iterable[tuple[int, str, str, str | None, object]]) -> list[NameRow]:
+    """The name rows of ``track_values`` rows ``(track, key, kind, text, num)``."""
+    return [
+        row
+        for track, key, kind, text, _ in values
+        if key in FIELDS and kind == "s" and text is not None
+        for row in name_rows(track, key, text)
+    ]
+
+
+@lru_cache(maxsize=1)
+def key_fingerprint() -> str:
+    """Names the normalisation of keys: it changes when :func:`form_key` reads names otherwise."""
+    from newwave.query.vocabulary import form_key
+
+    probe = json.dumps([_VERSION, form_key(_PROBE)], ensure_ascii=True)
+    return hashlib.sha256(probe.encode()).hexdigest()[:16]
