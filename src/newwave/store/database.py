@@ -559,14 +559,15 @@ class LibraryStore:
         spaces collapsed: by the number of its tracks that have them, then by where they first
         appear (the track added first, its tags in order)."""
         with self._guard():
+            # The name's tracks first, then their values by track: never every tag's rows.
             rows = self._db.execute(
-                "WITH named AS (SELECT track FROM track_names "
-                "WHERE key = ? AND field = ? AND name = ?), "
-                "counted AS (SELECT text, count(*) AS n, min(track) AS first FROM track_values "
-                "WHERE key = 'tags' AND kind = 's' AND track IN named GROUP BY text) "
-                "SELECT text, n, first, (SELECT min(v.rowid) FROM track_values AS v "
-                "WHERE v.track = counted.first AND v.key = 'tags' AND v.kind = 's' "
-                "AND v.text = counted.text) FROM counted",
+                "WITH counted AS (SELECT v.text AS text, count(*) AS n, min(v.track) AS first "
+                "FROM track_names AS t CROSS JOIN track_values AS v INDEXED BY "
+                "track_values_track ON v.track = t.track WHERE t.key = ? AND t.field = ? "
+                "AND t.name = ? AND v.key = 'tags' AND v.kind = 's' GROUP BY v.text) "
+                "SELECT text, n, first, (SELECT min(w.rowid) FROM track_values AS w INDEXED BY "
+                "track_values_track WHERE w.track = counted.first AND w.key = 'tags' "
+                "AND w.kind = 's' AND w.text = counted.text) FROM counted",
                 (key, field, name),
             ).fetchall()
         tags: dict[str, list[int]] = {}  # tag -> [-count, first track, place in it]
