@@ -49,16 +49,20 @@ _PROBE = "The Beyoncé & Sigur Rós: L'Été — AC/DC, Motörhead\u2019s hip-ho
 
 def name_rows(track: int, field: str, text: str) -> list[NameRow]:
     """The rows of the name ``text`` of ``field`` (none for a blank name or one without words)."""
+    name = " ".join(text.split())
+    return [(track, field, name, key, tokens) for key, tokens in _keys(name)]
+
+
+@lru_cache(maxsize=2**16)  # names repeat (an artist's tracks, an album's)
+def _keys(name: str) -> tuple[tuple[str, int], ...]:
+    """The keys of ``name`` with their lengths in tokens."""
     from newwave.query.vocabulary import form_key
 
-    name = " ".join(text.split())
-    if not name:
-        return []
     key = form_key(name)
     if not any(token[0].isalnum() for token in key):
-        return []
+        return ()
     keys = [key] + ([key[1:]] if key[0] == "the" and len(key) > 1 else [])
-    return [(track, field, name, " ".join(one), len(one)) for one in keys]
+    return tuple((" ".join(one), len(one)) for one in keys)
 
 
 def rows_of_values(values: Iterable[tuple[int, str, str, str | None, object]]) -> list[NameRow]:
