@@ -81,15 +81,16 @@ class CatalogueNames:
         for field, name in keys:
             in_catalogue.setdefault(field, []).append(name)
         entities = EntityIndex(names, in_catalogue).find(query, vocabulary)
+        styles: dict[tuple[str, str], tuple[str, ...]] = {}
+        for e in entities:
+            if e.in_catalogue and (e.field, e.name) not in styles:
+                key = keys[e.field, e.name]
+                styles[e.field, e.name] = tuple(
+                    self.store.name_styles(key, e.field, e.name, MAX_STYLES)
+                )
         return [
-            replace(e, styles=tuple(self._styles(keys[e.field, e.name], e.field, e.name)))
-            if e.in_catalogue
-            else e
-            for e in entities
+            replace(e, styles=styles[e.field, e.name]) if e.in_catalogue else e for e in entities
         ]
-
-    def _styles(self, key: str, field: str, name: str) -> list[str]:
-        return self.store.name_styles(key, field, name, MAX_STYLES)
 
 
 @lru_cache(maxsize=1)
