@@ -53,7 +53,14 @@ from newwave.errors import (
     UnknownTrackError,
 )
 from newwave.filters import add_sql_functions, check_keys, filter_sql, filter_values
-from newwave.store.names import FIELDS, NAMES_SCHEMA, key_fingerprint, rows_of_values
+from newwave.store.names import (
+    FIELDS,
+    NAMES_INDEXES,
+    NAMES_SCHEMA,
+    NAMES_TABLE,
+    key_fingerprint,
+    rows_of_values,
+)
 from newwave.types import FloatMatrix, Track
 
 __all__ = ["DATABASE", "FORMAT", "Changes", "LibraryStore", "Labels"]
@@ -479,25 +486,22 @@ class LibraryStore:
         with self.reading(), self._guard():
             if not self._has_table("track_names"):
                 return False
-            rows = dict(
-                self._db.execute(
-                    "SELECT key, value FROM meta WHERE key IN ('seq', 'names:seq', 'names:keys')"
-                ).fetchall()
+            found = self._db.execute(
+                "SELECT key, value FROM meta WHERE key IN ('seq', 'names:seq', 'names:keys')"
             )
-        return rows.get("names:keys") == key_fingerprint() and rows.get("names:seq") == rows.get(
-            "seq"
-        )
+            meta = dict(found.fetchall())
+        fresh = meta.get("names:seq") == meta.get("seq")
+        return fresh and meta.get("names:keys") == key_fingerprint()
 
     def rebuild_names(self) -> None:
         """Build ``track_names`` again from the tracks' values; inside a transaction."""
         self._require_transaction()
         with self._guard():
             self._db.execute("DROP TABLE IF EXISTS track_names")
-            for statement in NAMES_SCHEMA.split(";")[:1]:
-                self._db.execute(statement)
+            self._db.execute(NAMES_TABLE)
             found = self._db.execute(
                 f"SELECT track, key, kind, text, num FROM track_values WHERE key IN "
-                f"({_marks(FIELDS)}) AND kind = 's' ORDER BY track",
+                f"({_marks(FIELDS)}) AND kind = 's'",
                 FIELDS,
             )
             longest = 0
@@ -507,9 +511,8 @@ class LibraryStore:
                 self._db.executemany(
                     "INSERT INTO track_names VALUES (?, ?, ?, ?)", (row[:4] for row in rows)
                 )
-            for statement in NAMES_SCHEMA.split(";")[1:]:
-                if statement.strip():
-                    self._db.execute(statement)
+            for statement in NAMES_INDEXES:  # after the rows: faster than with each row
+                self._db.execute(statement)
             seq = self._db.execute("SELECT value FROM meta WHERE key = 'seq'").fetchone()[0]
             self._db.executemany(
                 "INSERT OR REPLACE INTO meta VALUES (?, ?)",

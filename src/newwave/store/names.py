@@ -24,21 +24,33 @@ import json
 from collections.abc import Iterable
 from functools import lru_cache
 
-__all__ = ["FIELDS", "NAMES_SCHEMA", "NameRow", "key_fingerprint", "name_rows", "rows_of_values"]
+__all__ = [
+    "FIELDS",
+    "NAMES_INDEXES",
+    "NAMES_SCHEMA",
+    "NAMES_TABLE",
+    "NameRow",
+    "key_fingerprint",
+    "name_rows",
+    "rows_of_values",
+]
 
 FIELDS = ("artist", "title", "album")
 """The track fields whose names are kept, in the order the request reader prefers them."""
 
-NAMES_SCHEMA = """
+NAMES_TABLE = """
 CREATE TABLE track_names (
     track INTEGER NOT NULL,
     field TEXT NOT NULL,
     name TEXT NOT NULL,
     key TEXT NOT NULL
-);
-CREATE INDEX track_names_key ON track_names (key, field, name, track);
-CREATE INDEX track_names_track ON track_names (track);
-"""
+)"""
+NAMES_INDEXES = (
+    "CREATE INDEX track_names_key ON track_names (key, field, name, track)",
+    "CREATE INDEX track_names_track ON track_names (track)",
+)
+NAMES_SCHEMA = ";\n".join([NAMES_TABLE, *NAMES_INDEXES]) + ";"
+"""The table and its indexes, as one script."""
 
 NameRow = tuple[int, str, str, str, int]
 """A row of ``track_names`` and its key's length in tokens: (track, field, name, key, tokens)."""
