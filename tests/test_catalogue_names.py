@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import shutil
 import sqlite3
 from pathlib import Path
@@ -175,3 +176,40 @@ def test_repair_rebuilds_the_names(tmp_path: Path) -> None:
         store._db.execute("DELETE FROM track_names")
     Recommender.repair(tmp_path / "lib")
     assert store.names_of_keys(["daft punk"]) == [("daft punk", "artist", "Daft Punk")]
+
+
+def test_random_catalogues_and_requests_read_alike() -> None:
+    """Names sharing words, case, accents, "the", tags repeated in a track, replaced tracks."""
+    words = (
+        "the The jazz Punk Daft punk Nina simone Beyoncé beyonce Bob Marley of & rock Rock "
+        "love Love blue songs by like album"
+    ).split()
+    tags = "rock Rock pop jazz  soul happy R&B r&b".split(" ")
+    leads = ["songs by ", "sounds like ", "the song ", "from the album ", "", "I like "]
+    vocabulary = RuleRewriter().vocabulary
+    for seed in range(40):
+        rng = random.Random(seed)
+
+        def name(rng: random.Random = rng) -> str:
+            return " ".join(rng.choice(words) for _ in range(rng.randint(1, 3)))
+
+        tracks = [
+            Track(
+                id=f"t{i}",
+                artist=name() if rng.random() < 0.9 else None,
+                title=name(),
+                album=name() if rng.random() < 0.5 else None,
+                tags=tuple(rng.choice(tags) for _ in range(rng.randint(0, 4))),
+            )
+            for i in range(rng.randint(1, 12))
+        ]
+        store = LibraryStore(None, create=True)
+        with store.transaction():
+            store.put_tracks(tracks)
+        with store.transaction():
+            store.put_tracks([tracks[0].model_copy(update={"tags": ("blue", "Rock")})])
+        whole = EntityIndex.from_tracks(list(store.iter_tracks()))
+        for _ in range(10):
+            query = rng.choice(leads) + name() + " " + name()
+            expected = whole.find(query, vocabulary)
+            assert CatalogueNames(store).find(query, vocabulary) == expected, (seed, query)

@@ -58,6 +58,7 @@ from newwave.store.names import (
     NAMES_INDEXES,
     NAMES_SCHEMA,
     NAMES_TABLE,
+    add_name_functions,
     key_fingerprint,
     rows_of_values,
 )
@@ -168,6 +169,7 @@ class LibraryStore:
             )
             self._db.execute("PRAGMA foreign_keys = OFF")
             add_sql_functions(self._db)
+            add_name_functions(self._db)
             if path is not None:
                 self._db.execute("PRAGMA journal_mode = WAL")
                 self._db.execute("PRAGMA synchronous = NORMAL")
@@ -564,24 +566,18 @@ class LibraryStore:
         with self._guard():
             # The name's tracks first, then their values by track: never every tag's rows.
             rows = self._db.execute(
-                "WITH counted AS (SELECT v.text AS text, count(*) AS n, min(v.track) AS first "
-                "FROM track_names AS t CROSS JOIN track_values AS v INDEXED BY "
-                "track_values_track ON v.track = t.track WHERE t.key = ? AND t.field = ? "
-                "AND t.name = ? AND v.key = 'tags' AND v.kind = 's' GROUP BY v.text) "
-                "SELECT text, n, first, (SELECT min(w.rowid) FROM track_values AS w INDEXED BY "
-                "track_values_track WHERE w.track = counted.first AND w.key = 'tags' "
-                "AND w.kind = 's' AND w.text = counted.text) FROM counted",
-                (key, field, name),
+                "WITH counted AS (SELECT tag_key(v.text) AS tag, count(DISTINCT v.track) AS n, "
+                "min(v.track) AS first FROM track_names AS t CROSS JOIN track_values AS v "
+                "INDEXED BY track_values_track ON v.track = t.track WHERE t.key = ? "
+                "AND t.field = ? AND t.name = ? AND v.key = 'tags' AND v.kind = 's' "
+                "GROUP BY tag) "
+                "SELECT tag FROM counted WHERE tag != '' ORDER BY n DESC, first, (SELECT "
+                "min(w.rowid) FROM track_values AS w INDEXED BY track_values_track WHERE "
+                "w.track = counted.first AND w.key = 'tags' AND w.kind = 's' "
+                "AND tag_key(w.text) = counted.tag) LIMIT ?",
+                (key, field, name, limit),
             ).fetchall()
-        tags: dict[str, list[int]] = {}  # tag -> [-count, first track, place in it]
-        for text, n, first, place in rows:
-            tag = " ".join(str(text).casefold().split())
-            if not tag:
-                continue
-            seen = tags.setdefault(tag, [0, first, place])
-            seen[0] -= n
-            seen[1:] = min(seen[1:], [first, place])
-        return sorted(tags, key=lambda tag: tags[tag])[:limit]
+        return [str(row[0]) for row in rows]
 
     # -- filters ----------------------------------------------------------------------------------
 

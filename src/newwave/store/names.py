@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sqlite3
 from collections.abc import Iterable
 from functools import lru_cache
+from typing import Any
 
 __all__ = [
     "FIELDS",
@@ -30,6 +32,7 @@ __all__ = [
     "NAMES_SCHEMA",
     "NAMES_TABLE",
     "NameRow",
+    "add_name_functions",
     "key_fingerprint",
     "name_rows",
     "rows_of_values",
@@ -85,6 +88,16 @@ def rows_of_values(values: Iterable[tuple[int, str, str, str | None, object]]) -
         if key in FIELDS and kind == "s" and text is not None
         for row in name_rows(track, key, text)
     ]
+
+
+def add_name_functions(connection: sqlite3.Connection) -> None:
+    """Register on ``connection`` the SQL function the styles of a name use: ``tag_key(text)``,
+    a tag casefolded, its spaces collapsed (as the request reader counts tags)."""
+    connection.create_function("tag_key", 1, _tag_key, deterministic=True)
+
+
+def _tag_key(text: Any) -> Any:
+    return " ".join(text.casefold().split()) if isinstance(text, str) else text
 
 
 @lru_cache(maxsize=1)
