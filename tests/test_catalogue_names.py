@@ -94,6 +94,13 @@ def test_a_catalogue_name_has_the_styles_of_its_tracks(store: LibraryStore) -> N
     assert rewriter.rewrite("sounds like Daft Punk").text == "electronic house"
 
 
+def test_styles_are_counted_over_a_names_first_tracks(store: LibraryStore) -> None:
+    nina = ("nina simone", "artist", "Nina Simone")
+    assert store.name_styles(*nina, 5) == ["jazz", "soul", "piano", "female vocal", "blues"]
+    assert store.name_styles(*nina, 5, tracks=1) == ["jazz", "soul", "piano", "female vocal"]
+    assert store.name_styles(*nina, 2) == ["jazz", "soul"]
+
+
 def test_names_of_removed_and_replaced_tracks_are_gone() -> None:
     rec = Recommender(fields={"tags": "bm25"})
     rec.add(CATALOGUE[:7])

@@ -58,6 +58,7 @@ from newwave.store.names import (
     NAMES_INDEXES,
     NAMES_SCHEMA,
     NAMES_TABLE,
+    STYLE_TRACKS,
     add_name_functions,
     key_fingerprint,
     rows_of_values,
@@ -559,23 +560,25 @@ class LibraryStore:
             found.extend((FIELDS.index(f), first, key, f, n) for key, f, n, first in rows)
         return [(key, field, name) for _, _, key, field, name in sorted(found)]
 
-    def name_styles(self, key: str, field: str, name: str, limit: int) -> list[str]:
-        """The (at most ``limit``) tags most common among the tracks of a name, casefolded and
-        spaces collapsed: by the number of its tracks that have them, then by where they first
-        appear (the track added first, its tags in order)."""
+    def name_styles(
+        self, key: str, field: str, name: str, limit: int, *, tracks: int = STYLE_TRACKS
+    ) -> list[str]:
+        """The (at most ``limit``) tags most common among the first ``tracks`` tracks of a name,
+        casefolded and spaces collapsed: by the number of those tracks that have them, then by
+        where they first appear (the track added first, its tags in order)."""
         with self._guard():
             # The name's tracks first, then their values by track: never every tag's rows.
             rows = self._db.execute(
                 "WITH counted AS (SELECT tag_key(v.text) AS tag, count(DISTINCT v.track) AS n, "
-                "min(v.track) AS first FROM track_names AS t CROSS JOIN track_values AS v "
-                "INDEXED BY track_values_track ON v.track = t.track WHERE t.key = ? "
-                "AND t.field = ? AND t.name = ? AND v.key = 'tags' AND v.kind = 's' "
-                "GROUP BY tag) "
+                "min(v.track) AS first FROM (SELECT track FROM track_names WHERE key = ? "
+                "AND field = ? AND name = ? ORDER BY track LIMIT ?) AS t CROSS JOIN "
+                "track_values AS v INDEXED BY track_values_track ON v.track = t.track "
+                "WHERE v.key = 'tags' AND v.kind = 's' GROUP BY tag) "
                 "SELECT tag FROM counted WHERE tag != '' ORDER BY n DESC, first, (SELECT "
                 "min(w.rowid) FROM track_values AS w INDEXED BY track_values_track WHERE "
                 "w.track = counted.first AND w.key = 'tags' AND w.kind = 's' "
                 "AND tag_key(w.text) = counted.tag) LIMIT ?",
-                (key, field, name, limit),
+                (key, field, name, tracks, limit),
             ).fetchall()
         return [str(row[0]) for row in rows]
 

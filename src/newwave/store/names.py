@@ -31,6 +31,7 @@ __all__ = [
     "NAMES_INDEXES",
     "NAMES_SCHEMA",
     "NAMES_TABLE",
+    "STYLE_TRACKS",
     "NameRow",
     "add_name_functions",
     "key_fingerprint",
@@ -54,6 +55,10 @@ NAMES_INDEXES = (
 )
 NAMES_SCHEMA = ";\n".join([NAMES_TABLE, *NAMES_INDEXES]) + ";"
 """The table and its indexes, as one script."""
+
+STYLE_TRACKS = 500
+"""A name's styles are counted over its first tracks (those added first), at most this many: a
+request that names an artist of 100,000 tracks reads 500 tracks' tags, not all of them."""
 
 NameRow = tuple[int, str, str, str, int]
 """A row of ``track_names`` and its key's length in tokens: (track, field, name, key, tokens)."""
