@@ -142,18 +142,6 @@ def test_songs_by_an_artist_filter_search() -> None:
     assert [hit.track.id for hit in kept] == ["synths"]  # the caller's filter wins
 
 
-def test_a_large_catalogue_is_read_with_the_shipped_names_only(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr("newwave.search.names.NAME_SCAN_LIMIT", len(CATALOGUE) - 1)
-    rec = Recommender(fields={"tags": "bm25"})
-    rec.add(CATALOGUE)
-    hits = rec.search("songs by daft punk", k=5)
-    assert hits.query is not None
-    assert [(e.name, e.in_catalogue) for e in hits.query.entities] == [("Daft Punk", False)]
-    assert len(hits) > 1  # no artist filter: the catalogue's names were not learnt
-
-
 def test_named_filter() -> None:
     entity = Entity("artist", "Daft Punk", "by", (0, 9), (0, 9), in_catalogue=True)
     parsed = ParsedQuery("Daft Punk", "house", entities=(entity,))

@@ -667,10 +667,9 @@ class Recommender:
 
             self._rewriter_fitted_at = fit_rewriter(self._rewriter, self._library)
             if self._rewriter.reads_names:
-                from newwave.search import names
+                from newwave.search.names import catalogue_names
 
-                small = store.count() <= names.NAME_SCAN_LIMIT
-                self._rewriter.fit_names(store.iter_tracks() if small else ())
+                self._rewriter.fit_names(catalogue_names(self._library))
         return self._rewriter.rewrite(query)
 
     def similar(

@@ -10,7 +10,8 @@
 Modules: :mod:`~newwave.query.base` (the interface and its values),
 :mod:`~newwave.query.vocabulary` (the descriptor vocabulary), :mod:`~newwave.query.negation`
 (finding attributes and their negation), :mod:`~newwave.query.entities` (artist, title and
-album names), :mod:`~newwave.query.languages` (the vocabulary in other languages),
+album names), :mod:`~newwave.query.catalogue_names` (those looked up in a library database),
+:mod:`~newwave.query.languages` (the vocabulary in other languages),
 :mod:`~newwave.query.rules` (the built-in ``rules`` rewriter) and
 :mod:`~newwave.query.evaluation` (negation accuracy of a search function).
 """

@@ -112,8 +112,9 @@ class EntityIndex:
     def from_tracks(cls, tracks: Iterable[Track], *, known: bool = True) -> EntityIndex:
         """The names of ``tracks`` (with the shipped well-known artists if ``known``).
 
-        A name's styles are the (at most five) tags most common among its tracks; a catalogue
-        name replaces a shipped artist of the same spelling.
+        A name's styles are the (at most five) tags most common among its tracks (by the number
+        of its tracks that have them); a catalogue name replaces a shipped artist of the same
+        spelling.
         """
         tags: dict[tuple[str, str], Counter[str]] = {}
         for track in tracks:
@@ -121,7 +122,8 @@ class EntityIndex:
                 name = getattr(track, field)
                 if isinstance(name, str) and name.strip():
                     counts = tags.setdefault((field, " ".join(name.split())), Counter())
-                    counts.update(" ".join(t.casefold().split()) for t in track.tags if t.strip())
+                    tags_of_track = (" ".join(t.casefold().split()) for t in track.tags)
+                    counts.update(dict.fromkeys((t for t in tags_of_track if t), 1))
         names: dict[str, dict[str, list[str]]] = {}
         if known:
             names["artist"] = {n: list(s) for n, s in shipped_artist_styles().items()}

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from newwave.errors import InvalidInputError
 from newwave.hookspecs import Register, hookimpl
 from newwave.query.base import Attribute, ParsedQuery, QueryRewriter
+from newwave.query.catalogue_names import CatalogueNames
 from newwave.query.entities import EntityIndex
 from newwave.query.languages import LANGUAGES, load_translations
 from newwave.query.negation import has_cue, parse
@@ -112,7 +113,9 @@ class RuleRewriter(QueryRewriter):
             dict.fromkeys(map(form_key, translations.stop_words), True)
         )
         self.entities = bool(entities)
-        self._names = EntityIndex.shipped() if self.entities else None
+        self._names: EntityIndex | CatalogueNames | None = (
+            EntityIndex.shipped() if self.entities else None
+        )
         self.learn_tags = bool(learn_tags)
         self.max_tag_words = max_tag_words
         self.min_tag_count = min_tag_count
@@ -172,13 +175,20 @@ class RuleRewriter(QueryRewriter):
         return self.entities
 
     def fit_names(self, tracks: Iterable[Track]) -> None:
-        """Learn the artist, title and album names of ``tracks`` (with ``entities``)."""
+        """Learn the artist, title and album names of ``tracks`` (with ``entities``); a
+        :class:`~newwave.query.catalogue_names.CatalogueNames` is looked up per request instead."""
         if self.entities:
-            self._names = EntityIndex.from_tracks(tracks)
+            if isinstance(tracks, CatalogueNames):
+                self._names = tracks
+            else:
+                self._names = EntityIndex.from_tracks(tracks)
 
     @property
     def names(self) -> EntityIndex | None:
-        """The names looked for (None without ``entities``)."""
+        """The names held in memory (None without ``entities``); with names looked up in a
+        database, the shipped well-known artists alone."""
+        if isinstance(self._names, CatalogueNames):
+            return EntityIndex.shipped()
         return self._names
 
     def _learnable(self, tag: str) -> bool:

@@ -16,6 +16,8 @@ Tables::
     windows(channel, label,     in a windowed channel (newwave.search.windows), each track's
             seq, vectors)       window vectors, one after the other (little-endian float32);
                                 created when first written
+    track_names(track, field,   the artist, title and album names by their lookup key
+                name, key)      (newwave.store.names), kept with the tracks; derived data
     feedback(user, track,       listeners' feedback (like, dislike, skip, play), one row per
              event, at, value,  event: ``at`` in Unix seconds, ``value`` the seconds played,
              weight)            ``weight`` the caller's own (see newwave.search.personal);
@@ -51,6 +53,16 @@ from newwave.errors import (
     UnknownTrackError,
 )
 from newwave.filters import add_sql_functions, check_keys, filter_sql, filter_values
+from newwave.store.names import (
+    FIELDS,
+    NAMES_INDEXES,
+    NAMES_SCHEMA,
+    NAMES_TABLE,
+    STYLE_TRACKS,
+    add_name_functions,
+    key_fingerprint,
+    rows_of_values,
+)
 from newwave.types import FloatMatrix, Track
 
 __all__ = ["DATABASE", "FORMAT", "Changes", "LibraryStore", "Labels"]
@@ -158,6 +170,7 @@ class LibraryStore:
             )
             self._db.execute("PRAGMA foreign_keys = OFF")
             add_sql_functions(self._db)
+            add_name_functions(self._db)
             if path is not None:
                 self._db.execute("PRAGMA journal_mode = WAL")
                 self._db.execute("PRAGMA synchronous = NORMAL")
@@ -182,9 +195,12 @@ class LibraryStore:
         with self._guard():
             if self._db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
                 return
-            meta = f"('format', '{FORMAT}'), ('epoch', '{uuid.uuid4().hex}'), ('seq', '0')"
+            meta = (
+                f"('format', '{FORMAT}'), ('epoch', '{uuid.uuid4().hex}'), ('seq', '0'), "
+                f"('names:keys', '{key_fingerprint()}'), ('names:tokens', '0'), ('names:seq', '0')"
+            )
             self._db.executescript(
-                f"BEGIN IMMEDIATE; {_SCHEMA} {_FEEDBACK_SCHEMA} "
+                f"BEGIN IMMEDIATE; {_SCHEMA} {NAMES_SCHEMA} {_FEEDBACK_SCHEMA} "
                 f"INSERT INTO meta VALUES {meta}; COMMIT;"
             )
 
@@ -297,6 +313,10 @@ class LibraryStore:
                     if catalogue:
                         self._db.execute(
                             "UPDATE meta SET value = ? WHERE key = 'seq'", (str(seq + 1),)
+                        )
+                        self._db.execute(  # the names stay current if they were
+                            "UPDATE meta SET value = ? WHERE key = 'names:seq' AND value = ?",
+                            (str(seq + 1), str(seq)),
                         )
                     self._db.execute("COMMIT")
             except BaseException:
@@ -434,14 +454,13 @@ class LibraryStore:
                 self._db.execute(
                     f"DELETE FROM track_values WHERE track IN ({_marks(chunk)})", chunk
                 )
-            self._db.executemany(
-                "INSERT INTO track_values VALUES (?, ?, ?, ?, ?)",
-                (
-                    (labels[t.id], key, kind, text, num)
-                    for t in tracks
-                    for key, kind, text, num in filter_values(t)
-                ),
-            )
+            values = [
+                (labels[t.id], key, kind, text, num)
+                for t in tracks
+                for key, kind, text, num in filter_values(t)
+            ]
+            self._db.executemany("INSERT INTO track_values VALUES (?, ?, ?, ?, ?)", values)
+            self._put_names(list(labels.values()), values)
         return labels
 
     def delete_tracks(self, labels: Sequence[int]) -> None:
@@ -452,6 +471,7 @@ class LibraryStore:
                 marks = _marks(chunk)
                 self._db.execute(f"DELETE FROM tracks WHERE label IN ({marks})", chunk)
                 self._db.execute(f"DELETE FROM track_values WHERE track IN ({marks})", chunk)
+            self._put_names([int(label) for label in labels], [])
 
     def tag_counts(self) -> dict[str, int]:
         """Every tag of the tracks, with the number of tracks that have it."""
@@ -461,6 +481,106 @@ class LibraryStore:
                 "GROUP BY text"
             ).fetchall()
         return {tag: int(n) for tag, n in rows}
+
+    # -- catalogue names (newwave.store.names) -------------------------------------------------
+
+    def names_current(self) -> bool:
+        """Whether ``track_names`` reflects the tracks, its keys made as this newwave makes them."""
+        with self.reading(), self._guard():
+            if not self._has_table("track_names"):
+                return False
+            found = self._db.execute(
+                "SELECT key, value FROM meta WHERE key IN ('seq', 'names:seq', 'names:keys')"
+            )
+            meta = dict(found.fetchall())
+        fresh = meta.get("names:seq") == meta.get("seq")
+        return fresh and meta.get("names:keys") == key_fingerprint()
+
+    def rebuild_names(self) -> None:
+        """Build ``track_names`` again from the tracks' values; inside a transaction."""
+        self._require_transaction()
+        with self._guard():
+            self._db.execute("DROP TABLE IF EXISTS track_names")
+            self._db.execute(NAMES_TABLE)
+            found = self._db.execute(
+                f"SELECT track, key, kind, text, num FROM track_values WHERE key IN "
+                f"({_marks(FIELDS)}) AND kind = 's'",
+                FIELDS,
+            )
+            longest = 0
+            while block := found.fetchmany(_BLOCK):
+                rows = rows_of_values(block)
+                longest = max([longest, *(row[4] for row in rows)])
+                self._db.executemany(
+                    "INSERT INTO track_names VALUES (?, ?, ?, ?)", (row[:4] for row in rows)
+                )
+            for statement in NAMES_INDEXES:  # after the rows: faster than with each row
+                self._db.execute(statement)
+            seq = self._db.execute("SELECT value FROM meta WHERE key = 'seq'").fetchone()[0]
+            self._db.executemany(
+                "INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                [
+                    ("names:keys", key_fingerprint()),
+                    ("names:tokens", str(longest)),
+                    ("names:seq", str(seq)),
+                ],
+            )
+
+    def _put_names(self, labels: list[int], values: list[Any]) -> None:
+        """Replace the names of ``labels`` by those of their ``track_values`` rows ``values``."""
+        if not self._has_table("track_names"):
+            return  # a library written before the table: rebuilt when next needed
+        for chunk in _chunks(labels):
+            self._db.execute(f"DELETE FROM track_names WHERE track IN ({_marks(chunk)})", chunk)
+        rows = rows_of_values(values)
+        self._db.executemany(
+            "INSERT INTO track_names VALUES (?, ?, ?, ?)", (row[:4] for row in rows)
+        )
+        longest = max((row[4] for row in rows), default=0)
+        if longest > self.longest_name():
+            self._db.execute(
+                "INSERT OR REPLACE INTO meta VALUES ('names:tokens', ?)", (str(longest),)
+            )
+
+    def longest_name(self) -> int:
+        """The most tokens a name's key has (an upper bound; 0 without names)."""
+        return int(self.meta("names:tokens") or 0)
+
+    def names_of_keys(self, keys: Sequence[str]) -> list[tuple[str, str, str]]:
+        """The ``(key, field, name)`` of the names whose key is one of ``keys``: artists first,
+        then titles, then albums, each in the order of their first track."""
+        found: list[tuple[int, int, str, str, str]] = []
+        for chunk in _chunks(list(keys)):
+            with self._guard():
+                rows = self._db.execute(
+                    "SELECT key, field, name, min(track) FROM track_names "
+                    f"WHERE key IN ({_marks(chunk)}) GROUP BY key, field, name",
+                    chunk,
+                ).fetchall()
+            found.extend((FIELDS.index(f), first, key, f, n) for key, f, n, first in rows)
+        return [(key, field, name) for _, _, key, field, name in sorted(found)]
+
+    def name_styles(
+        self, key: str, field: str, name: str, limit: int, *, tracks: int = STYLE_TRACKS
+    ) -> list[str]:
+        """The (at most ``limit``) tags most common among the first ``tracks`` tracks of a name,
+        casefolded and spaces collapsed: by the number of those tracks that have them, then by
+        where they first appear (the track added first, its tags in order)."""
+        with self._guard():
+            # The name's tracks first, then their values by track: never every tag's rows.
+            rows = self._db.execute(
+                "WITH counted AS (SELECT tag_key(v.text) AS tag, count(DISTINCT v.track) AS n, "
+                "min(v.track) AS first FROM (SELECT track FROM track_names WHERE key = ? "
+                "AND field = ? AND name = ? ORDER BY track LIMIT ?) AS t CROSS JOIN "
+                "track_values AS v INDEXED BY track_values_track ON v.track = t.track "
+                "WHERE v.key = 'tags' AND v.kind = 's' GROUP BY tag) "
+                "SELECT tag FROM counted WHERE tag != '' ORDER BY n DESC, first, (SELECT "
+                "min(w.rowid) FROM track_values AS w INDEXED BY track_values_track WHERE "
+                "w.track = counted.first AND w.key = 'tags' AND w.kind = 's' "
+                "AND tag_key(w.text) = counted.tag) LIMIT ?",
+                (key, field, name, tracks, limit),
+            ).fetchall()
+        return [str(row[0]) for row in rows]
 
     # -- filters ----------------------------------------------------------------------------------
 

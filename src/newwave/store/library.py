@@ -105,6 +105,18 @@ class Library:
             return False
         return True
 
+    def keep_derived(self, write: Callable[[LibraryStore], None]) -> bool:
+        """Write data derived from the catalogue (``write(store)``, in one transaction that
+        keeps ``seq``) unless another process is writing the library or it cannot be written:
+        then write nothing and return False."""
+        try:
+            lock = nullcontext() if self._lock is None else self._lock.hold(timeout=0)
+            with lock, self.store.transaction(catalogue=False):
+                write(self.store)
+        except (LibraryLockedError, StorageError, OSError):
+            return False
+        return True
+
     def check_writable(self) -> None:
         """Raise :class:`StorageError` if the files a write needs are read-only (checked before
         the work that precedes a write, such as embedding). A read-only file system counts."""
@@ -292,6 +304,8 @@ class Library:
                 for key in ("checkpoint:", "pruned:"):
                     for name in self.store.meta_with_prefix(key):
                         self.store.set_meta(key + name, None)
+            with self.store.transaction(catalogue=False):
+                self.store.rebuild_names()
             self.open_channels()
             self.checkpoint(force=True)
             self.store.checkpoint_wal()

@@ -1,4 +1,5 @@
-"""Conversion of libraries written in format 1 (numbered snapshot directories) to format 2.
+"""Conversion of libraries written by earlier versions: format 1 (numbered snapshot
+directories) to format 2, and the catalogue names table added to a format-2 library.
 
 Format 1, written by newwave 0.1 before the live store::
 
@@ -14,6 +15,11 @@ The conversion keeps every track, vector and content hash (nothing is embedded a
 channel's texts are read again from the tracks, so a field computed by a function needs that
 function (``sources=``). It writes the new database beside the old files, renames it into place
 in one step and only then deletes the snapshots: a crash leaves either library whole.
+
+A format-2 library written before the catalogue names table (:mod:`newwave.store.names`), or
+changed since by a version that does not keep it, gets the table built from its tracks when
+names are first looked up (:func:`add_catalogue_names`): derived data, in one transaction that
+leaves the catalogue's ``seq`` as it is.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import json
 import sqlite3
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from pydantic import ValidationError
@@ -34,7 +41,10 @@ from newwave.store.database import DATABASE, LibraryStore
 from newwave.store.lock import WriterLock
 from newwave.types import Track
 
-__all__ = ["is_format_1", "migrate_format_1"]
+if TYPE_CHECKING:
+    from newwave.store.library import Library
+
+__all__ = ["add_catalogue_names", "is_format_1", "migrate_format_1"]
 
 _PARTIAL = DATABASE + ".migrating"
 
@@ -103,6 +113,15 @@ def migrate_format_1(
         from newwave.store.library import _remove_format_1
 
         _remove_format_1(root)
+
+
+def add_catalogue_names(library: Library) -> bool:
+    """Make the library's catalogue names table current, building it from the tracks if it is
+    missing or stale; False if it is stale and another process is writing the library (or it
+    cannot be written)."""
+    if library.store.names_current():
+        return True
+    return library.keep_derived(lambda store: store.rebuild_names())
 
 
 def _read_catalog(
