@@ -487,8 +487,9 @@ class _BiEncoderTask(ContrastiveTask[IntArray]):
         if encoder.shares_backbone and (adapters is not None or cache is None):
             # fine-tuning or adapting it would change the other encoders' vectors
             raise InvalidInputError(
-                "this bi-encoder's backbone (or its lower layers) is shared with other encoders "
-                "(newwave.encoders.shared, newwave.encoders.prefix); train a backbone of its own"
+                "this bi-encoder's backbone is shared with other encoders, whole or its lower "
+                "layers (newwave.encoders.shared, newwave.encoders.prefix); train a backbone of "
+                "its own"
             )
         if adapters is not None:
             parts["adapters"] = adapters
