@@ -78,10 +78,6 @@ class SharedPrefix:
         """The leader, then the followers in the order they joined."""
         return [self.leader] + [f.encoder for f in self._followers.values()]
 
-    def own_layers(self, encoder: TransformerTextEncoder) -> int:
-        """How many top layers ``encoder`` (a follower) has of its own."""
-        return self._followers[id(encoder)].own_layers
-
     def build(self, encoder: TransformerTextEncoder) -> _Model:
         """The loaded state of follower ``encoder``: the leader's, with a copy of the leader's
         model that shares its embeddings and prefix layers, then ``prepare``-d."""
