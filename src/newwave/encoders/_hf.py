@@ -29,7 +29,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any, ClassVar, Generic, Literal, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, Protocol, TypeVar
 
 import numpy as np
 
@@ -43,6 +43,9 @@ from newwave.errors import (
     NewWaveError,
 )
 from newwave.types import FloatMatrix, Modality, Role
+
+if TYPE_CHECKING:
+    from newwave.encoders.prefix import SharedPrefix
 
 __all__ = [
     "DTYPES",
@@ -453,6 +456,9 @@ class TransformerTextEncoder(PretrainedEncoder[_Model]):
     #: long query costs what a few windows do; the rest is ignored, with a TruncatedTextWarning.
     #: Set it on an instance to change it. A non-windowed encoder sees one window.
     max_query_windows: int = 8
+    #: The encoders sharing this one's embeddings and lower layers, if any: set by
+    #: :func:`newwave.encoders.prefix.share_prefix`.
+    prefix: SharedPrefix | None = None
 
     def __init__(
         self,
@@ -625,15 +631,23 @@ class TransformerTextEncoder(PretrainedEncoder[_Model]):
         torch = state.torch
         width = int(inputs["attention_mask"].sum(dim=1).max())  # right padding: drop pad columns
         inputs = {k: v[:, :width].to(self.device) for k, v in inputs.items()}
-        hidden = state.model(**inputs).last_hidden_state.float()
+        hidden = state.model(**inputs).last_hidden_state
+        return self._pool(torch, hidden, inputs["attention_mask"])
+
+    def _pool(self, torch: ModuleType, hidden: Any, attention_mask: Any) -> Any:
+        """The last hidden states of a chunk of rows -> their L2-normalised float32 embeddings,
+        on the CPU (``pooling`` over the attention mask)."""
+        hidden = hidden.float()
         if self.pooling == "cls":
             pooled = hidden[:, 0]
         else:
-            mask = inputs["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
         return torch.nn.functional.normalize(pooled, p=2, dim=1).cpu()
 
     def _build(self) -> _Model:
+        if self.prefix is not None and self.prefix.leader is not self:
+            return self.prefix.build(self)  # a copy of the leader's model sharing its lower layers
         torch, transformers = import_backend()
         onnx = self.backend == "onnx"
         if onnx:

@@ -37,6 +37,8 @@ from newwave.encoders.adapters import (
     merge_adapters,
 )
 from newwave.encoders.biencoder import HEADS_FILE, ROLES, BiEncoder, _read_config, load_backbone
+from newwave.encoders.prefix import share_prefix
+from newwave.encoders.shared import backbone_key
 from newwave.errors import IndexCorruptError, InvalidInputError
 from newwave.hookspecs import Register, hookimpl
 from newwave.types import FloatMatrix, Modality, Role
@@ -97,21 +99,41 @@ class MusicMiniLMEncoder(BiEncoder):
     def _encode_batch(self, batch: list[Any], modality: Modality, role: Role) -> FloatMatrix:
         if self._adapters is not None and not self._merged:
             with self._lock:
+                # a backbone sharing a prefix merges the adapters as it loads (self._merge)
+                model = self.backbones["query"]._load().model
                 if not self._merged:
-                    model = self.backbones["query"]._load().model
-                    tensors = load_adapter_tensors(MODEL_DIR / ADAPTERS_FILE)
-                    merge_adapters(model, tensors, self._adapters)
-                    self._merged = True
+                    self._merge(model)
         return super()._encode_batch(batch, modality, role)
 
+    def _merge(self, model: Any) -> None:
+        """Merge the shipped adapters into ``model``, the backbone's (its top layers only)."""
+        assert self._adapters is not None
+        merge_adapters(model, load_adapter_tensors(MODEL_DIR / ADAPTERS_FILE), self._adapters)
+        self._merged = True
+
     def use_backbones(self, pool: dict[str, TransformerTextEncoder]) -> int:
-        """Shares nothing when the adapters ship: they change the backbone's own weights, so
-        its vectors are not those of a ``minilm`` field."""
-        return 0 if self._adapters is not None else super().use_backbones(pool)
+        """With adapters, the backbone shares the embeddings and the layers below the adapted
+        ones with ``pool``'s encoder of the same key (:func:`~newwave.encoders.prefix.
+        share_prefix`; returns 1, else 0): the adapters change only its last layers. Heads only:
+        the whole backbone is shared."""
+        if self._adapters is None:
+            return super().use_backbones(pool)
+        own = self.backbones["query"]
+        leader = pool.get(backbone_key(own))
+        if leader is None or self._merged:
+            return 0
+        if not share_prefix(leader, own, self._adapters.layers, prepare=self._merge):
+            return 0
+        self.shares_backbone = True
+        return 1
 
     def query_backbone(self, texts: Sequence[str]) -> TransformerTextEncoder | None:
-        """None with adapters: queries go through :meth:`encode_queries`, which merges them."""
-        return None if self._adapters is not None else super().query_backbone(texts)
+        """With adapters: the adapted backbone when it shares a prefix (its queries are then
+        embedded together with the other encoders'), else None: queries go through
+        :meth:`encode_queries`, which merges the adapters."""
+        if self._adapters is not None and not self.shares_backbone:
+            return None
+        return super().query_backbone(texts)
 
     @property
     def model_id(self) -> str:

@@ -24,6 +24,7 @@ import numpy as np
 
 from newwave.config import ComponentConfig
 from newwave.encoders.base import Encoder
+from newwave.encoders.prefix import shared_prefix
 from newwave.encoders.shared import BackboneQueries
 from newwave.errors import InvalidInputError
 from newwave.fields import FUNCTION_SOURCE, Source, field_value
@@ -42,7 +43,8 @@ JOINT = "@joint"
 class Queries:
     """Queries, embedded at most once per encoder (in one call for all of them) whatever number
     of channels use them; an encoder over a shared backbone (:mod:`newwave.encoders.shared`)
-    projects the backbone's vectors instead of running it again.
+    projects the backbone's vectors instead of running it again, and encoders sharing their
+    lower layers (:mod:`newwave.encoders.prefix`) embed them together.
 
     Text queries have ``texts``; a query by example (a :class:`Query` with ``audio``) has audio
     instead (a file path, a :class:`~newwave.types.Waveform` or ``(samples, rate)``), which the
@@ -70,9 +72,13 @@ class Queries:
             backbone = None
             if self.audio is None and isinstance(encoder, BackboneQueries):
                 backbone = encoder.query_backbone(self.texts)
-            if backbone is not None:  # a heads-only bi-encoder: its heads on the backbone vectors
+            group = shared_prefix(encoder) if self.audio is None else None
+            if backbone is not None:  # a bi-encoder: its heads on the backbone vectors
                 assert isinstance(encoder, BackboneQueries)
                 self._vectors[key] = encoder.project_queries(self.texts, self.vectors(backbone))
+            elif group is not None:  # encoders sharing lower layers: embedded together
+                for member, vectors in group.encode_queries(self.texts):
+                    self._vectors.setdefault(id(member), vectors)
             elif self.audio is None:
                 self._vectors[key] = encoder.encode_queries(self.texts, show_progress_bar=False)
             else:

@@ -484,14 +484,16 @@ class _BiEncoderTask(ContrastiveTask[IntArray]):
         heads = {encoder.config.head_name(r): h for r, h in encoder.heads.items()}
         if heads:
             parts["heads"] = nn.ModuleDict({str(n): h for n, h in heads.items()})
+        if encoder.shares_backbone and (adapters is not None or cache is None):
+            # fine-tuning or adapting it would change the other encoders' vectors
+            raise InvalidInputError(
+                "this bi-encoder's backbone is shared with other encoders, whole or its lower "
+                "layers (newwave.encoders.shared, newwave.encoders.prefix); train a backbone of "
+                "its own"
+            )
         if adapters is not None:
             parts["adapters"] = adapters
         elif cache is None:
-            if encoder.shares_backbone:  # fine-tuning would change the other encoders' vectors
-                raise InvalidInputError(
-                    "this bi-encoder's backbone is shared with other encoders "
-                    "(newwave.encoders.shared); fine-tune a backbone of its own"
-                )
             backbones = {r: b._load().model for r, b in encoder.backbones.items()}
             if encoder.config.shared_backbone:
                 parts["backbone"] = backbones["query"]

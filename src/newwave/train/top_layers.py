@@ -19,6 +19,7 @@ import torch.nn.functional as F  # noqa: N812 (the usual name)
 
 from newwave.encoders._hf import TransformerTextEncoder
 from newwave.encoders.adapters import transformer_layers
+from newwave.errors import InvalidInputError
 
 __all__ = ["TopLayerInputs"]
 
@@ -34,6 +35,11 @@ class TopLayerInputs:
         *,
         batch_size: int = 64,
     ) -> None:
+        if backbone.prefix is not None:  # adapters on its layers would change other encoders
+            raise InvalidInputError(
+                "this backbone shares its lower layers with other encoders "
+                "(newwave.encoders.prefix); train adapters on a backbone of its own"
+            )
         state = backbone._load()
         self.backbone = backbone
         self.model = state.model
