@@ -112,10 +112,13 @@ def test_the_taste_is_a_classifier_of_the_users_feedback(tmp_path: Path) -> None
     assert min(margin["g1"], margin["p1"]) > 0 > max(margin["f1"], margin["f2"], margin["d3"])
     # unjudged tracks: either liked aspect (acoustic guitar, piano) above neither
     assert min(margin["g2"], margin["g3"], margin["p2"]) > max(margin["d1"], margin["d2"])
-    # feedback all on one side: no classifier, the mean taste scores the candidates
+    # feedback all on one side: no classifier, so no taste term; recommend has the mean taste
     only_likes = taste(rec._library.store, rec._channels, events[:2])
     assert not only_likes.classifiers
     assert "description" in only_likes.vectors
+    plain = [h.track.id for h in rec.search("calm", k=6)]
+    assert [h.track.id for h in rec.search("calm", k=6, user=events[:2])] == plain
+    assert rec.search("calm", k=6, user=events)[0].scores["taste"] > 0
 
 
 def test_the_taste_classifier_is_ridge_regression() -> None:
@@ -133,6 +136,40 @@ def test_the_taste_classifier_is_ridge_regression() -> None:
     assert found is not None
     np.testing.assert_allclose(found, expected.coef_, rtol=1e-4, atol=1e-6)
     assert personal._classifier(rows[:2], np.array([1.0, 0.5]), recency[:2]) is None
+
+
+def test_the_taste_classifier_reads_the_channels_side_by_side(tmp_path: Path) -> None:
+    from sklearn.linear_model import Ridge
+
+    tracks = [
+        Track(id=t.id, description=t.description, tags=[str(t.description).split()[0], t.id[0]])
+        for t in TRACKS
+    ]
+    rec = Recommender(fields={"description": "keyword", "tags": "keyword"}, rewriter=None)
+    rec.add(tracks)
+    feedback = [("g1", "like"), ("p1", "like"), ("f1", "skip"), ("d3", "dislike")]
+    events = [Feedback("ann", t, e, 100.0 + i) for i, (t, e) in enumerate(feedback)]
+    found = taste(rec._library.store, rec._channels, events)
+    ids = [t for t, _ in feedback]
+    both = np.hstack([rec.vectors("description", ids), rec.vectors("tags", ids)])
+    recency = 0.5 ** ((103.0 - np.array([100.0, 101.0, 102.0, 103.0])) / personal.HALF_LIFE_S)
+    expected = Ridge(alpha=personal.TASTE_ALPHA).fit(
+        both, [1.0, 1.0, -1.0, -1.0], sample_weight=recency
+    )
+    joined = np.concatenate([found.classifiers["description"], found.classifiers["tags"]])
+    np.testing.assert_allclose(joined, expected.coef_, rtol=1e-4, atol=1e-6)
+
+
+def test_relevance_and_taste_are_standardised_over_the_candidates() -> None:
+    values = np.array([0.0, 1.0, 2.0, 3.0, 4.0, 100.0])
+    scaled = personal._standardised(values)
+    z = (values - values.mean()) / values.std()
+    expected = (np.clip(z, -2, 2) + 2) / 4
+    np.testing.assert_allclose(scaled, expected)
+    assert scaled[-1] == 1.0  # the outlier is clipped
+    assert 0 < scaled[0] < scaled[4] < 0.5
+    assert list(personal._standardised(np.full(3, 7.0))) == [0.5, 0.5, 0.5]
+    assert len(personal._standardised(np.zeros(0))) == 0
 
 
 def test_a_taste_is_computed_once_per_state_of_the_feedback(

@@ -8,29 +8,32 @@ weighted mean of the vectors of the tracks of their latest :data:`TASTE_WINDOW` 
     d_i = 0.5 ** ((t_last - t_i) / HALF_LIFE_S)          (t_last: the user's latest event)
     taste_c = sum_i d_i s_i v_ic / sum_i d_i |s_i|       (|taste_c| <= 1)
 
-The user's *classifier* in channel ``c`` is a ridge regression (:data:`TASTE_ALPHA`) over the
-tracks of those events, one example per track ``j``: its vector ``v_jc``, label +1 if its net
-feedback ``sum d_i s_i`` is positive, -1 if negative (disliked or skipped), sample weight the
-decay of its latest event::
+The user's *classifier* is one ridge regression (:data:`TASTE_ALPHA`) over the tracks of those
+events, their vectors of every dense channel side by side (``x_j = [v_j1, v_j2, ...]``, zeros
+for a channel without one), one example per track ``j``: label +1 if its net feedback
+``sum d_i s_i`` is positive, -1 if negative (disliked or skipped), sample weight the decay of
+its latest event; ``w_c`` is the part of ``w`` that reads channel ``c``::
 
-    w_c, b_c = argmin  sum_j a_j (y_j - v_jc . w - b)^2 + alpha |w|^2
+    w, b = argmin  sum_j a_j (y_j - x_j . w - b)^2 + alpha |w|^2
 
 A personal search re-ranks the candidates a query retrieves (``depth`` of them) by::
 
-    score      = relevance + weight * confidence * taste_mm      (halved if net disliked)
-    relevance  = the fused score, min-max scaled to [0, 1] over the candidates
-    taste      = mean over the dense channels of v_c . w_c
-    taste_mm   = taste, min-max scaled to [0, 1] over the candidates
+    score      = relevance + weight * confidence * taste_z      (halved if net disliked)
+    relevance  = std(fused score)
+    taste      = sum over the dense channels of v_c . w_c
+    taste_z    = std(taste)
+    std(x)     = (clip(z(x), -2, 2) + 2) / 4,  z: the z-score over the candidates
     confidence = n / (n + 1),  n = sum_i d_i |s_i|
 
-so the taste term is bounded by ``weight`` (:data:`TASTE_WEIGHT`); it is
+so relevance and the taste term lie in [0, 1] and [0, ``weight``] (:data:`TASTE_WEIGHT`,
+:data:`STANDARD_CLIP`), each measured in its own spread over the candidates; the taste term is
 ``Hit.scores["taste"]``, next to ``Hit.scores["relevance"]``. A classifier scores what sets the
 liked tracks apart from the rest of what the user was shown, so a user who likes two different
 things finds both (a mean of the liked vectors would blur them). Until the feedback has both a
-liked and a not-liked track, ``taste`` is ``v_c . (taste_c - b * mean_c)`` instead, with
-``b = sum_i d_i s_i / n`` and ``mean_c`` the candidates' mean vector. A track the user's
-feedback is net negative about has its score halved, as the query rewriter halves unwanted
-tracks. Tastes are cached per library while the events and the tracks stay the same.
+liked and a not-liked track there is no classifier and no taste term: a one-sided taste cannot
+tell what sets the user's tracks apart from the rest shown (``recommend`` uses ``taste_c``).
+A track the user's feedback is net negative about has its score halved, as the query rewriter
+halves unwanted tracks. Tastes are cached per library while the events and the tracks stay the same.
 
 Refinement (``like=``/``dislike=`` ids) is Rocchio per dense channel:
 ``q' = q + 0.75 mean(liked) - 0.25 mean(disliked)``, normalised. Diversity is maximal marginal
@@ -69,6 +72,7 @@ __all__ = [
     "EVENTS",
     "HALF_LIFE_S",
     "LOG_COLUMNS",
+    "STANDARD_CLIP",
     "TASTE_ALPHA",
     "TASTE_WINDOW",
     "TASTE_WEIGHT",
@@ -91,10 +95,12 @@ HALF_LIFE_S: Final = 30 * 24 * 3600.0
 """An event counts half as much as one 30 days newer."""
 TASTE_WINDOW: Final = 500
 """How many of a user's latest events make their taste."""
-TASTE_WEIGHT: Final = 1.25
+TASTE_WEIGHT: Final = 0.9
 """The bound of the taste term, relevance being scaled to [0, 1]."""
 TASTE_ALPHA: Final = 0.3
 """The L2 penalty of each user's taste classifier (ridge regression)."""
+STANDARD_CLIP: Final = 2.0
+"""Relevance and taste are z-scores over the candidates, clipped to +-2 and mapped onto [0, 1]."""
 _CONFIDENCE_HALF = 1.0
 ROCCHIO: Final = (1.0, 0.75, 0.25)  # alpha (query), beta (liked), gamma (disliked)
 LOG_COLUMNS: Final = ("user", "track", "event", "timestamp", "seconds", "weight")
@@ -234,7 +240,7 @@ def taste(
     signed = np.array([weights[t] for t in tracks], dtype=np.float64)
     recency = np.array([latest[t] for t in tracks], dtype=np.float64)
     vectors: dict[str, FloatMatrix] = {}
-    classifiers: dict[str, FloatMatrix] = {}
+    blocks: dict[str, np.ndarray] = {}  # per channel, the tracks' vectors (zeros where absent)
     for name, channel in _dense(channels).items():
         if not tracks or not channel.count:
             continue
@@ -242,9 +248,13 @@ def taste(
         present = np.any(rows != 0, axis=1)
         if present.any() and strength > 0:
             vectors[name] = ((signed[present] @ rows[present]) / strength).astype(np.float32)
-            fitted = _classifier(rows[present], signed[present], recency[present])
-            if fitted is not None:
-                classifiers[name] = fitted
+            blocks[name] = rows
+    classifiers: dict[str, FloatMatrix] = {}
+    if blocks:  # one classifier of the channels' vectors side by side
+        fitted = _classifier(np.concatenate(list(blocks.values()), axis=1), signed, recency)
+        if fitted is not None:
+            ends = np.cumsum([rows.shape[1] for rows in blocks.values()])
+            classifiers = dict(zip(blocks, np.split(fitted, ends[:-1]), strict=True))
     balance = sum(weights.values()) / strength if strength > 0 else 0.0
     return Taste(vectors, strength, weights, balance, classifiers)
 
@@ -312,25 +322,38 @@ def _candidate_vectors(
     return {name: store.vectors(name, rows, c.dim) for name, c in channels.items() if c.count}
 
 
-def _taste_scores(
-    candidates: Mapping[str, FloatMatrix], taste: Taste, n: int, *, centred: bool = False
-) -> np.ndarray:
-    """Mean over the channels (where the track has a vector) of ``v . taste``; ``centred``:
-    of ``v . w`` (the user's classifier), or without one of ``v . (taste - balance * mean(v))``,
-    the taste relative to the candidates' mean."""
+def _taste_scores(candidates: Mapping[str, FloatMatrix], taste: Taste, n: int) -> np.ndarray:
+    """Mean over the channels (where the track has a vector) of ``v . taste``."""
     total, count = np.zeros(n), np.zeros(n)
     for name, vector in taste.vectors.items():
         rows = candidates.get(name)
         if rows is None:
             continue
         present = np.any(rows != 0, axis=1)
-        if centred and name in taste.classifiers:
-            vector = taste.classifiers[name]
-        elif centred and present.any():
-            vector = vector - taste.balance * rows[present].mean(axis=0)
         total += np.where(present, rows @ vector, 0.0)
         count += present
     return np.divide(total, count, out=np.zeros(n), where=count > 0)
+
+
+def _classifier_scores(candidates: Mapping[str, FloatMatrix], taste: Taste, n: int) -> np.ndarray:
+    """Sum over the channels of ``v . w`` (the user's classifier; an absent vector adds 0)."""
+    total = np.zeros(n)
+    for name, weights in taste.classifiers.items():
+        rows = candidates.get(name)
+        if rows is not None:
+            total += rows @ weights
+    return total
+
+
+def _standardised(values: np.ndarray) -> np.ndarray:
+    """``values`` as z-scores over themselves, clipped to +-:data:`STANDARD_CLIP` and mapped
+    onto [0, 1] (0.5: the mean; all 0.5 if the values are all equal)."""
+    spread = float(values.std()) if len(values) else 0.0
+    if spread == 0:
+        return np.full(len(values), 0.5)
+    z = np.clip((values - values.mean()) / spread, -STANDARD_CLIP, STANDARD_CLIP)
+    scaled: np.ndarray = (z + STANDARD_CLIP) / (2 * STANDARD_CLIP)
+    return scaled
 
 
 def _scaled(values: np.ndarray) -> np.ndarray:
@@ -392,11 +415,11 @@ def rerank(
     n = len(hits)
     dense = _dense(channels)
     candidates = _candidate_vectors(store, dense, [h.track.id for h in hits])
-    relevance = _scaled(np.array([h.score for h in hits], dtype=np.float64))
+    relevance = _standardised(np.array([h.score for h in hits], dtype=np.float64))
     extra = np.zeros(n)
-    if user_taste is not None and user_taste.vectors:
-        raw = _taste_scores(candidates, user_taste, n, centred=True)
-        extra = weight * user_taste.confidence * _scaled(raw)
+    if user_taste is not None and user_taste.classifiers:
+        raw = _classifier_scores(candidates, user_taste, n)
+        extra = weight * user_taste.confidence * _standardised(raw)
     score = relevance + extra
     if user_taste is not None:  # what the user's feedback is net negative about: halved
         negative = np.array([user_taste.net.get(h.track.id, 0.0) < 0 for h in hits])
