@@ -275,6 +275,7 @@ def test_forget_leaves_nothing_of_the_user_in_the_library_files(tmp_path: Path) 
     for i, track in enumerate(["g1", "g2", "d1", "p1"] * 50):
         rec.feedback(marker, track, "like" if i % 2 else "skip", at=float(i))
     rec.feedback("keeper", "g1", "like")
+    assert set(rec.fit_collaborative(factors=2).users) == {marker, "keeper"}
     assert marker.encode() in files_bytes(tmp_path / "lib")
     reader = Recommender.load(tmp_path / "lib")  # another open connection
     assert reader.feedback_users()[marker] == 200
@@ -284,7 +285,13 @@ def test_forget_leaves_nothing_of_the_user_in_the_library_files(tmp_path: Path) 
     assert marker.encode() not in data
     assert marker.encode("utf-16-le") not in data
     assert rec.feedback_users() == {"keeper": 1}
-    assert Recommender.load(tmp_path / "lib").feedback_events("keeper")[0].track == "g1"
+    again = Recommender.load(tmp_path / "lib")
+    assert again.feedback_events("keeper")[0].track == "g1"
+    model = json.loads((tmp_path / "lib" / "collaborative" / "model.json").read_text())
+    assert model["users"] == ["keeper"]  # the user's factors are gone, the others' kept
+    hits = again.search("calm", user="keeper")
+    scored = {h.track.id for h in hits if "collaborative" in h.scores}
+    assert scored == {"g1", "g2", "p1"}  # the tracks the factors know
 
 
 def test_a_library_without_the_feedback_table_gets_it(tmp_path: Path) -> None:

@@ -42,6 +42,7 @@ from newwave.fusion.base import EmbeddingFuser, Fuser
 from newwave.lexical.base import LexicalIndex
 from newwave.plugins import load_field_encoder, load_fuser, load_rewriter
 from newwave.query.base import ParsedQuery, QueryRewriter
+from newwave.search import collaborative
 from newwave.search.channels import (
     JOINT,
     Channel,
@@ -549,8 +550,9 @@ class Recommender:
         Personal search (docs/personalisation.md): ``user`` (an id whose stored
         :meth:`feedback` is used, or a list of :class:`~newwave.search.personal.Feedback`)
         re-ranks the ``depth`` candidates by relevance plus a bounded taste term
-        (``Hit.scores["taste"]``); ``like``/``dislike`` (track ids) refine the query per
-        channel (Rocchio); ``diversity`` in [0, 1] spreads the hits (MMR).
+        (``Hit.scores["taste"]``), plus a collaborative term (``Hit.scores["collaborative"]``)
+        once :meth:`fit_collaborative` has factors for the user; ``like``/``dislike`` (track
+        ids) refine the query per channel (Rocchio); ``diversity`` in [0, 1] spreads the hits (MMR).
         """
         if not (user is not None or like or dislike or diversity):
             return self._search_many([query], k, depth, where, rewrite)[0]
@@ -575,6 +577,7 @@ class Recommender:
             like=like,
             dislike=dislike,
             diversity=check_diversity(diversity),
+            collaborative=self._collaborative(user),
         )
         return Hits(found_hits, query=parsed)
 
@@ -824,7 +827,36 @@ class Recommender:
             with store.transaction(catalogue=False):
                 deleted = store.forget_feedback(user)
             store.vacuum()
+            collaborative.forget(store, self._library.root, user)
         return deleted
+
+    def fit_collaborative(
+        self,
+        *,
+        factors: int = collaborative.FACTORS,
+        iterations: int = collaborative.ITERATIONS,
+        regularization: float = collaborative.REGULARIZATION,
+    ) -> collaborative.Factors:
+        """Fit ALS factors of every user's positive feedback (the ``implicit`` extra) and store
+        them in the library: personal searches then add a collaborative term for the users and
+        tracks they cover, until refitted or stale (docs/personalisation.md)."""
+        with self._library.locked(refresh=False):
+            return collaborative.fit(
+                self._library.store,
+                self._library.root,
+                factors=factors,
+                iterations=iterations,
+                regularization=regularization,
+            )
+
+    def _collaborative(
+        self, user: str | Sequence[Feedback] | None
+    ) -> Callable[[Sequence[str]], np.ndarray] | None:
+        """The collaborative scorer of a stored ``user`` with fitted factors, else None."""
+        if not isinstance(user, str):
+            return None
+        factors = collaborative.load(self._library.store, self._library.root)
+        return None if factors is None else factors.scorer(user)
 
     def recommend(
         self,

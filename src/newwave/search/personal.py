@@ -33,7 +33,9 @@ things finds both (a mean of the liked vectors would blur them). Until the feedb
 liked and a not-liked track there is no classifier and no taste term: a one-sided taste cannot
 tell what sets the user's tracks apart from the rest shown (``recommend`` uses ``taste_c``).
 A track the user's feedback is net negative about has its score halved, as the query rewriter
-halves unwanted tracks. Tastes are cached per library while the events and the tracks stay the same.
+halves unwanted tracks. With fitted ALS factors (:mod:`newwave.search.collaborative`) a
+stored user's search adds a third, collaborative term, ``Hit.scores["collaborative"]``.
+Tastes are cached per library while the events and the tracks stay the same.
 
 Refinement (``like=``/``dislike=`` ids) is Rocchio per dense channel:
 ``q' = q + 0.75 mean(liked) - 0.25 mean(disliked)``, normalised. Diversity is maximal marginal
@@ -50,7 +52,7 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Hashable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -408,8 +410,10 @@ def rerank(
     user_taste: Taste | None,
     weight: float = TASTE_WEIGHT,
     diversity: float = 0.0,
+    collaborative: Callable[[Sequence[str]], np.ndarray] | None = None,
 ) -> list[Hit]:
-    """The ``k`` best of ``hits`` by relevance plus the bounded taste term, then MMR."""
+    """The ``k`` best of ``hits`` by relevance plus the bounded taste term (and the
+    collaborative term of ``collaborative``'s scores of the candidates, NaN for none), then MMR."""
     if not hits:
         return []
     n = len(hits)
@@ -421,6 +425,14 @@ def rerank(
         raw = _classifier_scores(candidates, user_taste, n)
         extra = weight * user_taste.confidence * _standardised(raw)
     score = relevance + extra
+    collab = None
+    if collaborative is not None:
+        from newwave.search.collaborative import collaborative_term
+
+        ids = [h.track.id for h in hits]
+        own = None if user_taste is None else np.array([user_taste.net.get(i, 0) > 0 for i in ids])
+        collab = collaborative_term(collaborative(ids), own)
+        score = score + np.nan_to_num(collab)
     if user_taste is not None:  # what the user's feedback is net negative about: halved
         negative = np.array([user_taste.net.get(h.track.id, 0.0) < 0 for h in hits])
         score = np.where(negative, score * UNWANTED_FACTOR, score)
@@ -434,6 +446,8 @@ def rerank(
         scores["relevance"] = float(relevance[i])
         if user_taste is not None:
             scores["taste"] = float(extra[i])
+        if collab is not None and not np.isnan(collab[i]):
+            scores["collaborative"] = float(collab[i])
         track, ranks = hits[i].track, hits[i].ranks
         out.append(Hit(track=track, score=float(score[i]), rank=rank, scores=scores, ranks=ranks))
     return out
@@ -489,6 +503,7 @@ def personal_search(
     dislike: Sequence[str] | None = None,
     diversity: float = 0.0,
     weight: float | None = None,
+    collaborative: Callable[[Sequence[str]], np.ndarray] | None = None,
 ) -> list[Hit]:
     """A search refined by ``like``/``dislike`` (Rocchio) and re-ranked by the taste of
     ``events`` and by diversity; the refining tracks themselves are left out."""
@@ -517,6 +532,7 @@ def personal_search(
         user_taste=user_taste,
         weight=TASTE_WEIGHT if weight is None else weight,
         diversity=diversity,
+        collaborative=collaborative,
     )
 
 

@@ -959,6 +959,23 @@ class LibraryStore:
             ).fetchall()
         return {user: int(n) for user, n in rows}
 
+    def all_feedback(self) -> list[FeedbackRow]:
+        """Every user's feedback events, in the order they were recorded."""
+        with self._guard():
+            if not self._has_feedback():
+                return []
+            rows = self._db.execute(
+                "SELECT user, track, event, at, value, weight FROM feedback ORDER BY rowid"
+            ).fetchall()
+        return [tuple(row) for row in rows]
+
+    def feedback_count(self) -> int:
+        """How many feedback events the library holds."""
+        with self._guard():
+            if not self._has_feedback():
+                return 0
+            return int(self._db.execute("SELECT count(*) FROM feedback").fetchone()[0])
+
     def forget_feedback(self, user: str) -> int:
         """Delete ``user``'s events, overwriting the freed space with zeros; inside a
         transaction. How many were deleted."""
