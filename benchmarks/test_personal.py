@@ -5,7 +5,11 @@ holding E feedback events of 1,000 users, built once through the public API.
   plain ``search`` of the same library (the baseline);
 - **taste update**: computing a user's taste from their stored events (the latest 500), against
   the same baseline;
-- **personal search**: ``search(query, user=...)``, against the plain search.
+- **personal search**: ``search(query, user=...)``, against the plain search;
+- **collaborative fit**: ``fit_collaborative()`` (ALS on all E events, the ``implicit`` extra),
+  against the plain search;
+- **collaborative search**: the personal search with the ALS term, against the personal search
+  without it (run before the factors exist).
 
 N = E = 100,000 when timed (``NEWWAVE_BENCH_PERSONAL_TRACKS`` overrides N) and 5,000 when the
 benchmarks run once untimed (``--benchmark-disable``). The issue asks each under 50 ms.
@@ -128,3 +132,20 @@ def test_recommend(benchmark: Any, rec: Any) -> None:
     _check(benchmark, "test_plain_search_baseline")
     hits = benchmark(rec.recommend, USER, k=10)
     assert len(hits) == 10
+
+
+@pytest.mark.benchmark(group="personal")
+def test_collaborative_fit(benchmark: Any, rec: Any) -> None:
+    _check(benchmark, "test_plain_search_baseline")
+    fitted = benchmark.pedantic(rec.fit_collaborative, rounds=3, iterations=1)
+    assert USER in fitted.users
+
+
+@pytest.mark.benchmark(group="personal")
+def test_personal_search_collaborative(benchmark: Any, rec: Any) -> None:
+    _check(benchmark, "test_personal_search")
+    if rec._collaborative(USER) is None:  # run alone: fit first
+        rec.fit_collaborative()
+    hits = benchmark(rec.search, "track word5", k=10, user=USER)
+    assert len(hits) == 10
+    assert any("collaborative" in h.scores for h in hits)  # the tracks someone liked
