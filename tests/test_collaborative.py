@@ -11,7 +11,7 @@ import pytest
 from safetensors.numpy import load_file
 
 from newwave import Hits, Recommender, Track
-from newwave.errors import InvalidInputError, MissingDependencyError
+from newwave.errors import IndexCorruptError, InvalidInputError, MissingDependencyError
 from newwave.search.collaborative import ALPHA, COLLABORATIVE_WEIGHT, confidences
 from newwave.search.personal import Feedback
 
@@ -135,6 +135,12 @@ def test_stale_factors_are_ignored(tmp_path: Path) -> None:
     path.write_bytes(bytes(data))
     again = Recommender.load(tmp_path / "lib")
     assert "collaborative" not in again.search("calm", user="newcomer")[0].scores
+    # a damaged model.json is named; forgetting anyone removes the unusable files
+    (tmp_path / "lib" / "collaborative" / "model.json").write_text("{")
+    with pytest.raises(IndexCorruptError, match=r"model\.json"):
+        Recommender.load(tmp_path / "lib").search("calm", user="newcomer")
+    again.forget("newcomer")
+    assert list((tmp_path / "lib" / "collaborative").iterdir()) == []
 
 
 def test_confidence_counts_positive_feedback_only() -> None:

@@ -187,8 +187,11 @@ def fit(
 
 def forget(store: LibraryStore, root: Path | None, user: str) -> bool:
     """Drop ``user``'s row from the stored factors, rewriting them; whether there was one."""
-    found = _read(store, root, check=False)
-    if found is None and root is not None and _stamp(root) is not None:
+    try:
+        found = _read(store, root, check=False)
+    except IndexCorruptError:
+        found = None
+    if found is None and root is not None:
         for name in (FACTORS_FILE, MODEL_FILE):  # unusable files: removed, whatever they hold
             (root / DIRECTORY / name).unlink(missing_ok=True)
     if found is None or user not in found.users:
