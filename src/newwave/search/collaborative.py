@@ -70,7 +70,8 @@ ALPHA: Final = 10.0
 """The confidence of an observed (user, track) pair per unit of positive feedback."""
 SEED: Final = 0
 STALE_GROWTH: Final = 2.0
-"""Factors are ignored once the log holds more than this many times the events fitted."""
+"""Factors are ignored once the log holds more than this many times the events fitted (read
+as the feedback table's largest row number, which forgetting a user brings back down)."""
 FORMAT: Final = 1
 DIRECTORY: Final = "collaborative"
 FACTORS_FILE: Final = "factors.safetensors"
@@ -284,7 +285,7 @@ def _read(store: LibraryStore, root: Path | None, *, check: bool) -> Factors | N
                 _CACHE[store] = (stamp, found)
     if found is None or not check:
         return found
-    if found.epoch != store.epoch or store.feedback_count() > STALE_GROWTH * found.events:
+    if found.epoch != store.epoch or store.feedback_extent() > STALE_GROWTH * found.events:
         return None
     return found
 
