@@ -170,7 +170,23 @@ def test_fitting_needs_positive_feedback_and_the_extra(
     rec.feedback("ann", "a1", "dislike")
     with pytest.raises(InvalidInputError, match="no positive feedback"):
         rec.fit_collaborative(factors=FACTORS)
+    rec.feedback("ann", "a2", "like")
+    with pytest.raises(InvalidInputError, match="factors must be a positive int"):
+        rec.fit_collaborative(factors=0)
+    with pytest.raises(InvalidInputError, match="regularization must be finite and > 0"):
+        rec.fit_collaborative(regularization=float("nan"))
     monkeypatch.setitem(sys.modules, "implicit.cpu.als", None)
     with pytest.raises(MissingDependencyError, match=r"newwave-music\[implicit\]"):
         rec.fit_collaborative(factors=FACTORS)
     assert not (tmp_path / "lib" / "collaborative").exists()
+
+
+def test_a_library_in_memory_keeps_its_factors_in_memory() -> None:
+    rec = Recommender(fields={"description": "keyword"}, rewriter=None)
+    rec.add(tracks())
+    with_log(rec)
+    rec.fit_collaborative(factors=FACTORS)
+    assert group_b_in_top(rec.search("calm", k=20, user="newcomer")) == 10
+    rec.forget("newcomer")
+    rec.feedback("newcomer", "b0", "like", at=300.0)
+    assert "collaborative" not in rec.search("calm", user="newcomer")[0].scores
