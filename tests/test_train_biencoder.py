@@ -494,4 +494,4 @@ def test_validation_against_all_documents_ranks_the_training_documents_too() -> 
     config = BiEncoderTrainingConfig(output_dir="run", validation_candidates="all")
     assert config.validation_candidates == "all"
     with pytest.raises(ValueError, match="validation_candidates"):
-        BiEncoderTrainingConfig(output_dir="run", validation_candidates="test")  # type: ignore[arg-type]
+        BiEncoderTrainingConfig(output_dir="run", validation_candidates="test")
