@@ -31,7 +31,9 @@ from newwave.train.biencoder import (
     _initial_encoder,
     _linked_groups,
     _PairBatches,
+    _retrieval_metrics,
     _split,
+    _Texts,
     tower_embeddings,
     train_biencoder,
 )
@@ -465,3 +467,31 @@ def test_a_backbone_shared_with_other_encoders_is_never_fine_tuned(
     assert encoder.backbones["query"] is other
     with pytest.raises(InvalidInputError, match="backbone is shared"):
         _BiEncoderTask(encoder, None, None, None, {}, config, None)  # type: ignore[arg-type]
+
+
+def test_validation_against_all_documents_ranks_the_training_documents_too() -> None:
+    # Three tracks; the validation query "q0" is nearer the training track t1's document than
+    # its own: ranked against the validation documents alone, it is first; against all, second.
+    data = BiEncoderData(
+        queries=("q0", "q1", "q2"),
+        documents=("d0", "d1", "d2"),
+        track_ids=("t0", "t1", "t2"),
+        artists=("a0", "a1", "a2"),
+        tags=((), (), ()),
+    )
+    vectors = {"q0": [1.0, 0.0], "d0": [0.6, 0.8], "d1": [1.0, 0.0], "d2": [0.0, 1.0]}
+    texts = _Texts.of(data)
+
+    def embed(rows: np.ndarray, role: str) -> np.ndarray:
+        names = [texts.texts[role][int(i)] for i in rows]  # type: ignore[index]
+        return np.array([vectors.get(n, [0.0, -1.0]) for n in names], dtype=np.float32)
+
+    validation, train = np.array([0]), np.array([1, 2])
+    alone = _retrieval_metrics(embed, data, texts, validation, ("mrr@10",))
+    against_all = _retrieval_metrics(embed, data, texts, validation, ("mrr@10",), distractors=train)
+    assert alone["mrr@10"] == pytest.approx(1.0)
+    assert against_all["mrr@10"] == pytest.approx(0.5)
+    config = BiEncoderTrainingConfig(output_dir="run", validation_candidates="all")
+    assert config.validation_candidates == "all"
+    with pytest.raises(ValueError, match="validation_candidates"):
+        BiEncoderTrainingConfig(output_dir="run", validation_candidates="test")

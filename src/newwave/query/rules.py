@@ -1,7 +1,8 @@
 """The built-in ``rules`` rewriter: vocabulary matching and negation rules, no model.
 
 It finds the vocabulary's attributes in the query (longest form first: "acoustic guitar" is one
-instrument), marks those a negation covers (see :mod:`newwave.query.negation`), and builds the
+instrument), marks those a negation covers (see :mod:`newwave.query.negation`) unless the query
+also asks for them or a narrower value ("an instrumental with female vocals"), and builds the
 text to embed by removing request boilerplate ("can you find me", "please", "some",
 "something like") and the negated phrases. When nothing is left but stop words ("please find me
 some", "no vocals"), the text is the original query.
@@ -211,6 +212,7 @@ class RuleRewriter(QueryRewriter):
                     (mention.start, mention.end),
                     self._vocabulary.forms(mention.kind, mention.value),
                 )
+        _drop_contradicted(attributes, self._vocabulary)
         removed = [*found.negated_spans, *found.request_spans]
         added: list[tuple[int, str]] = []  # (where, English words) replacing a removed span
         # A query with a form of another language is embedded as the English values it names
@@ -288,6 +290,23 @@ def _default_vocabulary(
         return base, frozenset()
     translations = load_translations(languages)
     return translations.apply(base), translations.foreign_keys(base)
+
+
+def _drop_contradicted(
+    attributes: dict[tuple[str, str, bool], Attribute], vocabulary: Vocabulary
+) -> None:
+    """Remove the unwanted attributes the query also asks for, themselves or a narrower value.
+
+    "An instrumental with female vocals", "a male voice speaking instead of singing": the voice
+    the query names is what it wants, so voices are not ruled out (the unwanted vocals would
+    demote the very tracks asked for). An unwanted value narrower than a wanted one stays
+    ("rock, but not hard rock").
+    """
+    wanted = {(kind, value) for kind, value, negated in attributes if not negated}
+    for key in [key for key in attributes if key[2]]:
+        kind, value, _ = key
+        if any((kind, narrower) in wanted for narrower in vocabulary.narrower(kind, value)):
+            del attributes[key]
 
 
 def _text_without(query: str, spans: list[tuple[int, int]]) -> str:

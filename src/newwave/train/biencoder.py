@@ -404,6 +404,10 @@ class BiEncoderTrainingConfig(TrainerConfig):
     hard_negative_fraction: float = Field(default=0.5, ge=0, le=1)
     """The share of a batch's pairs that bring a hard negative pair along."""
     initial_temperature: float = Field(default=0.05, ge=0.01, le=1)
+    validation_candidates: Literal["validation", "all"] = "validation"
+    """What the validation queries are ranked against to pick the best model: the documents of
+    the validation pairs, or (``"all"``) those of the training pairs too, a harder ranking that
+    keeps telling epochs apart when a small validation set is ranked perfectly."""
 
 
 # -- the towers as training runs them ----------------------------------------------------------
@@ -549,8 +553,14 @@ class _BiEncoderTask(ContrastiveTask[IntArray]):
             return l2_normalize(projected.float().cpu().numpy())
 
     def evaluate(self) -> dict[str, float]:
+        distractors = self.splits["train"] if self.config.validation_candidates == "all" else None
         return _retrieval_metrics(
-            self.embed_texts, self.data, self.texts, self.splits["validation"], self.config.metrics
+            self.embed_texts,
+            self.data,
+            self.texts,
+            self.splits["validation"],
+            self.config.metrics,
+            distractors=distractors,
         )
 
     def save(self, directory: Path) -> None:
@@ -570,11 +580,14 @@ def _retrieval_metrics(
     texts: _Texts,
     rows: IntArray,
     metrics: Sequence[str],
+    *,
+    distractors: IntArray | None = None,
 ) -> dict[str, float]:
-    """Each pair's query against every distinct (track, document) of ``rows``; relevant: its
-    track's documents."""
+    """Each pair's query against every distinct (track, document) of ``rows`` (and of
+    ``distractors``); relevant: its track's documents."""
     candidates: dict[tuple[str, int], int] = {}
-    for row in map(int, rows):
+    every = rows if distractors is None else np.concatenate([rows, distractors])
+    for row in map(int, every):
         candidates.setdefault(
             (data.track_ids[row], int(texts.rows["document"][row])), len(candidates)
         )

@@ -115,6 +115,9 @@ class HeadsRecipe(BaseModel):
     max_logit_scale: float = Field(default=100.0, ge=1)
     validation_fraction: float = Field(default=0.05, gt=0, lt=1)
     """Training rows kept aside to pick the best epoch (never the held-out rows)."""
+    validation_candidates: Literal["validation", "all"] = "validation"
+    """What the validation rows' queries are ranked against: the validation rows' documents,
+    or every training row's too (``"all"``, harder; see ``BiEncoderTrainingConfig``)."""
     loop: LoopConfig
     heads_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
     """The SHA-256 of the heads.safetensors this recipe builds, once built."""
@@ -212,6 +215,7 @@ def build_heads(
                 initial_temperature=recipe.initial_temperature,
                 max_logit_scale=recipe.max_logit_scale,
                 validation_fraction=recipe.validation_fraction,
+                validation_candidates=recipe.validation_candidates,
                 test_fraction=0,
             )
             result = train_biencoder(config, data=pairs)
