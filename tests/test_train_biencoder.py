@@ -14,7 +14,6 @@ import torch
 import transformers
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
 
 from newwave import IndexCorruptError, InvalidInputError, MissingFileError, Track, load_encoder
 from newwave.encoders.biencoder import CONFIG_FILE, HEADS_FILE, BiEncoder, load_backbone
@@ -38,6 +37,7 @@ from newwave.train.biencoder import (
     train_biencoder,
 )
 from newwave.train.losses import same_group_mask
+from tests.tiny_models import save_tiny_bert
 
 CONCEPTS = 12
 WORDS = [f"q{i}" for i in range(CONCEPTS)] + [f"d{i}" for i in range(CONCEPTS)]
@@ -51,32 +51,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 @pytest.fixture(scope="session")
 def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A randomly initialised 2-layer BERT and a word-level tokenizer, saved like MiniLM."""
-    directory = tmp_path_factory.mktemp("tiny-bert")
-    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    vocab = {word: i for i, word in enumerate(specials + WORDS + FILLER)}
-    backend = Tokenizer(models.WordPiece(vocab=vocab, unk_token="[UNK]"))
-    backend.normalizer = normalizers.BertNormalizer(lowercase=True)
-    backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    backend.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]",
-        pair="[CLS] $A [SEP] $B [SEP]",
-        special_tokens=[("[CLS]", 2), ("[SEP]", 3)],
-    )
-    tokenizer_class = getattr(transformers, "BertTokenizerFast", None) or (
-        transformers.BertTokenizer
-    )
-    tokenizer_class(tokenizer_object=backend, model_max_length=24).save_pretrained(directory)
-    config = transformers.BertConfig(
-        vocab_size=len(vocab),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=24,
-    )
-    torch.manual_seed(0)
-    transformers.BertModel(config).save_pretrained(directory)
-    return directory
+    return save_tiny_bert(tmp_path_factory.mktemp("tiny-bert"), WORDS + FILLER, layers=2)
 
 
 def concept_pairs(tracks: int = 40, queries: int = 2, seed: int = 0) -> BiEncoderData:

@@ -13,7 +13,6 @@ import pytest
 import torch
 import transformers
 from safetensors.torch import load_file
-from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
 
 from newwave import IndexCorruptError, InvalidInputError, MissingFileError
 from newwave.encoders.adapters import (
@@ -37,6 +36,7 @@ from newwave.train.recipe import (
     read_recipe,
 )
 from newwave.train.top_layers import TopLayerInputs
+from tests.tiny_models import save_tiny_bert
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -47,29 +47,7 @@ WORDS = [f"q{i}" for i in range(8)] + [f"d{i}" for i in range(8)] + ["song", "a"
 def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A randomly initialised 1-layer BERT and a word-level tokenizer, saved like MiniLM."""
     directory = tmp_path_factory.mktemp("tiny-bert")
-    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    vocab = {word: i for i, word in enumerate(specials + WORDS)}
-    backend = Tokenizer(models.WordPiece(vocab=vocab, unk_token="[UNK]"))
-    backend.normalizer = normalizers.BertNormalizer(lowercase=True)
-    backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    backend.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)]
-    )
-    tokenizer_class = getattr(transformers, "BertTokenizerFast", None) or (
-        transformers.BertTokenizer
-    )
-    tokenizer_class(tokenizer_object=backend, model_max_length=16).save_pretrained(directory)
-    config = transformers.BertConfig(
-        vocab_size=len(vocab),
-        hidden_size=16,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=32,
-        max_position_embeddings=16,
-    )
-    torch.manual_seed(0)
-    transformers.BertModel(config).save_pretrained(directory)
-    return directory
+    return save_tiny_bert(directory, WORDS, layers=1, hidden=16, max_length=16)
 
 
 def write_clips(path: Path) -> Path:

@@ -11,8 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-import transformers
-from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+from tests.tiny_models import save_tiny_bert
 
 from newwave.encoders.adapters import transformer_layers
 from newwave.encoders.minilm import MiniLMEncoder
@@ -32,30 +31,7 @@ TEXTS = ["piano"] + [" ".join(WORDS[: 2 + n]) for n in range(8)] + ["soft piano 
 @pytest.fixture(scope="module")
 def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A randomly initialised 3-layer BERT and a word-level tokenizer, saved like MiniLM."""
-    directory = tmp_path_factory.mktemp("tiny-bert-3")
-    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    vocab = {word: i for i, word in enumerate(specials + WORDS)}
-    backend = Tokenizer(models.WordPiece(vocab=vocab, unk_token="[UNK]"))
-    backend.normalizer = normalizers.BertNormalizer(lowercase=True)
-    backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    backend.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)]
-    )
-    tokenizer_class: Any = getattr(transformers, "BertTokenizerFast", None) or (
-        transformers.BertTokenizer
-    )
-    tokenizer_class(tokenizer_object=backend, model_max_length=24).save_pretrained(directory)
-    config = transformers.BertConfig(
-        vocab_size=len(vocab),
-        hidden_size=32,
-        num_hidden_layers=LAYERS,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=24,
-    )
-    torch.manual_seed(0)
-    transformers.BertModel(config).save_pretrained(directory)
-    return directory
+    return save_tiny_bert(tmp_path_factory.mktemp("tiny-bert-3"), WORDS, layers=LAYERS)
 
 
 def _encoder(tiny_bert: Path, batch_size: int = 3) -> MiniLMEncoder:
