@@ -44,6 +44,7 @@ from newwave.train.clap import (
 from newwave.train.curriculum import Curriculum, Stage
 from newwave.train.loop import Progress
 from newwave.types import Waveform
+from tests.tiny_models import tiny_roberta_tokenizer
 
 SR = 8000
 PITCHES = {"low": (150.0, 200.0), "high": (1000.0, 1300.0)}
@@ -95,27 +96,8 @@ def class_metrics(encoder: ClapEncoder, data: ClapData, classes: list[int]) -> d
 
 def build_tiny_clap(directory: Path) -> Path:
     """A randomly initialised CLAP for 8 kHz audio in 10 s windows, saved with its processor."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-
-    bpe = Tokenizer(models.BPE(unk_token="<unk>"))
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
     words = " ".join([*PITCHES, *RHYTHMS, *TIMBRES, "a tone wave, pitch"])
-    bpe.train_from_iterator(
-        [words] * 20,
-        trainers.BpeTrainer(
-            vocab_size=300,
-            special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"],
-            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-            show_progress=False,
-        ),
-    )
-    bpe.post_processor = processors.RobertaProcessing(("</s>", 2), ("<s>", 0))
-    tokenizer = transformers.RobertaTokenizerFast(
-        tokenizer_object=bpe, bos_token="<s>", eos_token="</s>", sep_token="</s>",
-        cls_token="<s>", unk_token="<unk>", pad_token="<pad>", mask_token="<mask>",
-        model_max_length=512,
-    )  # fmt: skip
+    tokenizer = tiny_roberta_tokenizer([words] * 20, vocab_size=300)
     # hop 320 at 8 kHz: 251 frames of 16 mel bins per 10 s, an HTSAT with spec_size 64.
     extractor = transformers.ClapFeatureExtractor(
         feature_size=16, sampling_rate=SR, hop_length=320, max_length_s=10, fft_window_size=256,

@@ -20,6 +20,7 @@ import pytest
 import soundfile as sf
 import torch
 import transformers
+from tests.tiny_models import tiny_roberta_tokenizer
 
 from newwave.audio import Windowing, repeat_pad
 from newwave.encoders.clap import (
@@ -49,31 +50,7 @@ WORDS = "sad piano ballad upbeat summer pop handclaps aggressive metal riff jazz
 def build_tiny_clap(directory: Path, *, fusion: bool = False) -> Path:
     """A randomly initialised CLAP (about 50k parameters) with its processor, saved; ``fusion``:
     a fusion checkpoint (HTSAT with its fusion layers, a "fusion" feature extractor)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-
-    specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]  # RoBERTa's ids 0..4
-    bpe = Tokenizer(models.BPE(unk_token="<unk>"))
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=400,
-        special_tokens=specials,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    bpe.train_from_iterator([WORDS] * 20, trainer)
-    bpe.post_processor = processors.RobertaProcessing(("</s>", 2), ("<s>", 0))
-    tokenizer = transformers.RobertaTokenizerFast(
-        tokenizer_object=bpe,
-        bos_token="<s>",
-        eos_token="</s>",
-        sep_token="</s>",
-        cls_token="<s>",
-        unk_token="<unk>",
-        pad_token="<pad>",
-        mask_token="<mask>",
-        model_max_length=512,
-    )
+    tokenizer = tiny_roberta_tokenizer([WORDS] * 20, vocab_size=400)
     # 10 s at 48 kHz like the LAION checkpoints; hop 1920 and 16 mel bins give 251 x 16 features,
     # which fit an HTSAT with spec_size 64 (64 * 4 >= 251 frames, 64 / 4 = 16 bins).
     extractor = transformers.ClapFeatureExtractor(
