@@ -34,7 +34,12 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, Protocol, Typ
 import numpy as np
 
 from newwave.device import resolve_device
-from newwave.encoders._onnx import check_backend, import_onnx, load_onnx_transformer
+from newwave.encoders._onnx import (
+    WeightChange,
+    check_backend,
+    import_onnx,
+    load_onnx_transformer,
+)
 from newwave.encoders.base import Encoder
 from newwave.errors import (
     InvalidInputError,
@@ -459,6 +464,10 @@ class TransformerTextEncoder(PretrainedEncoder[_Model]):
     #: The encoders sharing this one's embeddings and lower layers, if any: set by
     #: :func:`newwave.encoders.prefix.share_prefix`.
     prefix: SharedPrefix | None = None
+    #: With ``backend="onnx"``: a change made to the model's weights before it is exported
+    #: (set by an encoder that adapts this one's model, such as ``minilm-music``); None: the
+    #: weights as loaded.
+    onnx_weights: WeightChange | None = None
 
     def __init__(
         self,
@@ -691,6 +700,7 @@ class TransformerTextEncoder(PretrainedEncoder[_Model]):
                 load_model=lambda: load_model(loaded.source, True),
                 quantize=self.quantize,
                 torch=torch,
+                variant=self.onnx_weights,
             )
         else:
             model = model.to(device=self.device, dtype=getattr(torch, self.dtype)).eval()

@@ -55,6 +55,7 @@ __all__ = [
     "QUANTIZATIONS",
     "OnnxSession",
     "OnnxTransformer",
+    "WeightChange",
     "cache_directory",
     "check_backend",
     "check_onnx_device",
@@ -173,6 +174,16 @@ def cache_directory(model_dir: Path | None, key: str) -> Path:
 
 
 @dataclass(frozen=True)
+class WeightChange:
+    """A change made in place to a torch model's weights before its export (e.g. merged
+    adapters): ``name`` identifies it (it is part of the cache fingerprint, so it must change
+    when the change does), ``apply(model)`` makes it."""
+
+    name: str
+    apply: Callable[[Any], None]
+
+
+@dataclass(frozen=True)
 class _Output:
     last_hidden_state: Any
 
@@ -248,20 +259,29 @@ def load_onnx_transformer(
     load_model: Any,
     quantize: str | None,
     torch: ModuleType,
+    variant: WeightChange | None = None,
 ) -> OnnxTransformer:
     """The ONNX Runtime session of a model, exported (and quantised) first unless cached.
 
     ``source`` is where the weights were found (a directory or a hub id in the Hugging Face
     cache); ``local_dir`` the directory when the user gave one; ``load_model()`` loads the torch
-    model, called only when an export is needed.
+    model, called only when an export is needed. ``variant`` changes the loaded weights before
+    the export; its name is part of the cache fingerprint.
     """
+
+    def export(target: Path) -> None:
+        model = load_model()
+        if variant is not None:
+            variant.apply(model)
+        _export(model, tokenizer, target, torch)
+
     opened = open_cached(
         files=model_files(source),
         local_dir=local_dir,
         stem="model",
-        recipe=_RECIPE,
+        recipe=_RECIPE if variant is None else f"{_RECIPE};{variant.name}",
         quantize=quantize,
-        export=lambda target: _export(load_model(), tokenizer, target, torch),
+        export=export,
         torch=torch,
     )
     return OnnxTransformer(opened.session, config, torch, opened.path)
