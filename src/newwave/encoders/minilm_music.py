@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from newwave.encoders._hf import DTYPES, TransformerTextEncoder
+from newwave.encoders._onnx import WeightChange, check_backend, check_onnx_device, onnx_device
 from newwave.encoders.adapters import (
     ADAPTERS_CONFIG,
     ADAPTERS_FILE,
@@ -53,8 +54,12 @@ class MusicMiniLMEncoder(BiEncoder):
     """all-MiniLM-L6-v2 with adapters and heads trained on MusicCaps (384-d): queries and
     documents each through their own head, L2-normalised.
 
-    Options: ``device``, ``batch_size``, ``show_progress_bar`` and ``dtype`` (the backbone's, as
-    for ``minilm``; the heads run in float32). The backbone loads as ``minilm`` loads it.
+    Options: ``device``, ``batch_size``, ``show_progress_bar``, ``dtype``, ``backend`` and
+    ``quantize`` (the backbone's, as for ``minilm``; the heads run in float32). The backbone
+    loads as ``minilm`` loads it. With ``backend="onnx"`` the backbone's forward pass runs on
+    ONNX Runtime, exported from the backbone with the adapters merged (cached apart from
+    ``minilm``'s export, see :mod:`newwave.encoders._onnx`); such a backbone is shared with no
+    other encoder.
     """
 
     name = "minilm-music"
@@ -66,9 +71,13 @@ class MusicMiniLMEncoder(BiEncoder):
         batch_size: int | None = None,
         show_progress_bar: bool | None = None,
         dtype: str = "float32",
+        backend: str = "torch",
+        quantize: str | None = None,
     ) -> None:
         if dtype not in DTYPES:
             raise InvalidInputError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+        check_backend(backend, quantize)
+        device = onnx_device(backend, dtype, device)
         config = _read_config(MODEL_DIR)
         heads = MODEL_DIR / HEADS_FILE
         if not heads.is_file():
@@ -79,12 +88,16 @@ class MusicMiniLMEncoder(BiEncoder):
             batch_size=batch_size,
             dtype=dtype,
             **config.backbone_options,
+            **({"backend": backend, "quantize": quantize} if backend != "torch" else {}),
         )
         self._setup(
             config, dict.fromkeys(ROLES, backbone), None, device, batch_size, show_progress_bar
         )
         self.path = MODEL_DIR
         self.dtype = dtype
+        self.backend = backend
+        self.quantize = quantize
+        check_onnx_device(backend, self.device)
         digest = hashlib.sha256(heads.read_bytes())
         adapters = MODEL_DIR / ADAPTERS_FILE
         self._adapters: AdapterConfig | None = None
@@ -95,9 +108,14 @@ class MusicMiniLMEncoder(BiEncoder):
             digest.update(adapters.read_bytes() if adapters.is_file() else b"")
         self._heads_sha256 = digest.hexdigest()
         self._merged = False
+        if backend == "onnx" and self._adapters is not None:
+            spec = hashlib.sha256((MODEL_DIR / ADAPTERS_CONFIG).read_bytes()).hexdigest()
+            backbone.onnx_weights = WeightChange(
+                f"minilm-music={self._heads_sha256},{spec}", self._merge_into
+            )
 
     def _encode_batch(self, batch: list[Any], modality: Modality, role: Role) -> FloatMatrix:
-        if self._adapters is not None and not self._merged:
+        if self._adapters is not None and not self._merged and self.backend == "torch":
             with self._lock:
                 # a backbone sharing a prefix merges the adapters as it loads (self._merge)
                 model = self.backbones["query"]._load().model
@@ -107,15 +125,20 @@ class MusicMiniLMEncoder(BiEncoder):
 
     def _merge(self, model: Any) -> None:
         """Merge the shipped adapters into ``model``, the backbone's (its top layers only)."""
+        self._merge_into(model)
+        self._merged = True
+
+    def _merge_into(self, model: Any) -> None:
         assert self._adapters is not None
         merge_adapters(model, load_adapter_tensors(MODEL_DIR / ADAPTERS_FILE), self._adapters)
-        self._merged = True
 
     def use_backbones(self, pool: dict[str, TransformerTextEncoder]) -> int:
         """With adapters, the backbone shares the embeddings and the layers below the adapted
         ones with ``pool``'s encoder of the same key (:func:`~newwave.encoders.prefix.
         share_prefix`; returns 1, else 0): the adapters change only its last layers. Heads only:
-        the whole backbone is shared."""
+        the whole backbone is shared. With ``backend="onnx"``: nothing is shared (returns 0)."""
+        if self.backend != "torch":
+            return 0
         if self._adapters is None:
             return super().use_backbones(pool)
         own = self.backbones["query"]
@@ -130,8 +153,8 @@ class MusicMiniLMEncoder(BiEncoder):
     def query_backbone(self, texts: Sequence[str]) -> TransformerTextEncoder | None:
         """With adapters: the adapted backbone when it shares a prefix (its queries are then
         embedded together with the other encoders'), else None: queries go through
-        :meth:`encode_queries`, which merges the adapters."""
-        if self._adapters is not None and not self.shares_backbone:
+        :meth:`encode_queries`, which merges the adapters. With ``backend="onnx"``: None."""
+        if self.backend != "torch" or (self._adapters is not None and not self.shares_backbone):
             return None
         return super().query_backbone(texts)
 
@@ -143,7 +166,10 @@ class MusicMiniLMEncoder(BiEncoder):
 
     def get_config(self) -> dict[str, Any]:
         """Options that rebuild this encoder (not the device nor the progress bar)."""
-        return {"dtype": self.dtype, "batch_size": self.batch_size}
+        config: dict[str, Any] = {"dtype": self.dtype, "batch_size": self.batch_size}
+        if self.backend != "torch":
+            config.update(backend=self.backend, quantize=self.quantize)
+        return config
 
 
 @hookimpl
