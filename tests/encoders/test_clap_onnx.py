@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from tests.encoders.conftest import min_cosine
 
 from newwave.encoders import _clap_onnx, _onnx
 from newwave.encoders._clap_onnx import RECIPE
@@ -25,7 +26,7 @@ from newwave.types import Waveform
 
 from .test_clap import SR, WORDS, _music, build_tiny_clap
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+pytestmark = pytest.mark.usefixtures("one_torch_thread", "onnx_cache")
 pytest.importorskip("onnxruntime")
 onnx = pytest.importorskip("onnx")
 
@@ -36,14 +37,6 @@ TEXTS = [
     " ".join([WORDS] * 10),  # past the text model's 62 usable tokens: truncated
 ]
 SECONDS = (0.8, 7.3, 10.0, 25.0)  # repeat-padded, padded, one window, three windows pooled
-
-
-@pytest.fixture(autouse=True)
-def onnx_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Exports go to this session's temporary folder (shared by the tests and benchmarks)."""
-    cache = tmp_path_factory.getbasetemp() / "onnx-cache"
-    monkeypatch.setenv(_onnx.CACHE_ENV, str(cache))
-    return cache
 
 
 @pytest.fixture(scope="module")
@@ -61,11 +54,6 @@ def _clips() -> list[Waveform]:
     return [Waveform(_music(seconds, i), SR) for i, seconds in enumerate(SECONDS)]
 
 
-def _min_cosine(a: np.ndarray, b: np.ndarray) -> float:
-    assert a.shape == b.shape
-    return float((a * b).sum(axis=1).min())
-
-
 @pytest.mark.parametrize("checkpoint", ["model_dir", "fusion_dir"])
 def test_float32_and_int8_towers_match_torch(
     request: pytest.FixtureRequest, checkpoint: str, tmp_path: Path
@@ -79,12 +67,12 @@ def test_float32_and_int8_towers_match_torch(
     (streamed,) = reference.encode_audio([path])
     for quantize, floor in ((None, 0.9999), ("int8", 0.98)):
         encoder = ClapEncoder(model=model_dir, backend="onnx", quantize=quantize, batch_size=2)
-        assert _min_cosine(encoder.encode_text(TEXTS), texts) >= floor
-        assert _min_cosine(encoder.encode_audio(_clips()), audio) >= floor
+        assert min_cosine(encoder.encode_text(TEXTS), texts) >= floor
+        assert min_cosine(encoder.encode_audio(_clips()), audio) >= floor
         (got,) = encoder.encode_audio_windows([_clips()[-1]])
         assert got.shape == (3, 16)
-        assert _min_cosine(got, windows) >= floor
-        assert _min_cosine(encoder.encode_audio([path]), streamed[None]) >= floor
+        assert min_cosine(got, windows) >= floor
+        assert min_cosine(encoder.encode_audio([path]), streamed[None]) >= floor
         towers = encoder._load().towers
         assert towers is not None
         suffix = "" if quantize is None else ".int8"

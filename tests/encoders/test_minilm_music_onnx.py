@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
+from tests.encoders.conftest import min_cosine
 
 from newwave.encoders import _onnx
 from newwave.encoders.minilm_music import MusicMiniLMEncoder
@@ -38,11 +38,6 @@ def reference() -> MusicMiniLMEncoder:
     return MusicMiniLMEncoder(device="cpu")
 
 
-def _min_cosine(a: np.ndarray, b: np.ndarray) -> float:
-    assert a.shape == b.shape
-    return float((a * b).sum(axis=1).min())
-
-
 @pytest.mark.parametrize(("quantize", "floor"), [(None, 0.9999), ("int8", 0.98)])
 def test_onnx_matches_the_torch_vectors(
     cache: Path, reference: MusicMiniLMEncoder, quantize: str | None, floor: float
@@ -51,8 +46,8 @@ def test_onnx_matches_the_torch_vectors(
     assert isinstance(encoder, MusicMiniLMEncoder)
     queries = encoder.encode_queries(QUERIES)
     documents = encoder.encode_text(DOCUMENTS, role="document")
-    assert _min_cosine(queries, reference.encode_queries(QUERIES)) >= floor
-    assert _min_cosine(documents, reference.encode_text(DOCUMENTS, role="document")) >= floor
+    assert min_cosine(queries, reference.encode_queries(QUERIES)) >= floor
+    assert min_cosine(documents, reference.encode_text(DOCUMENTS, role="document")) >= floor
     backbone = encoder.backbones["query"]
     assert len(backbone._load().tokenizer(DOCUMENTS[-1], verbose=False)["input_ids"]) > 256
     # Exported from the adapted backbone, not minilm's export: without the adapters these

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 import transformers
+from tests.encoders.conftest import min_cosine
 
 from newwave.encoders import _onnx
 from newwave.encoders.bge_m3 import BGEM3Encoder
@@ -23,7 +24,7 @@ from newwave.encoders.minilm import MiniLMEncoder, packaged_model_dir
 from newwave.errors import InvalidInputError, MissingDependencyError
 from newwave.plugins import load_encoder
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+pytestmark = pytest.mark.usefixtures("one_torch_thread", "onnx_cache")
 pytest.importorskip("onnxruntime")
 onnx = pytest.importorskip("onnx")
 
@@ -61,22 +62,9 @@ def _bert_dir(directory: Path, seed: int) -> Path:
     return directory
 
 
-@pytest.fixture(autouse=True)
-def onnx_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Exports go to this session's temporary folder (shared by the tests and benchmarks)."""
-    cache = tmp_path_factory.getbasetemp() / "onnx-cache"
-    monkeypatch.setenv(_onnx.CACHE_ENV, str(cache))
-    return cache
-
-
 @pytest.fixture(scope="module")
 def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return _bert_dir(tmp_path_factory.mktemp("tiny-bert"), seed=0)
-
-
-def _min_cosine(a: np.ndarray, b: np.ndarray) -> float:
-    assert a.shape == b.shape
-    return float((a * b).sum(axis=1).min())
 
 
 def _tiny(model: Path, **options: object) -> MiniLMEncoder:
@@ -89,10 +77,10 @@ def test_tiny_bert_float32_and_int8_match_torch(tiny_bert: Path) -> None:
     texts = SHORT + LONG
     assert len(reference._load().tokenizer(LONG[0], verbose=False)["input_ids"]) > 32  # windowed
     expected = reference.encode_text(texts)
-    assert _min_cosine(fp32.encode_text(texts), expected) >= 0.9999
-    assert _min_cosine(int8.encode_text(texts), expected) >= 0.98
+    assert min_cosine(fp32.encode_text(texts), expected) >= 0.9999
+    assert min_cosine(int8.encode_text(texts), expected) >= 0.98
     queries = reference.encode_queries(SHORT)
-    assert _min_cosine(fp32.encode_queries(SHORT), queries) >= 0.9999
+    assert min_cosine(fp32.encode_queries(SHORT), queries) >= 0.9999
     assert fp32._load().model.path.name == "model.onnx"
     assert int8._load().model.path.name == "model.int8.onnx"
 
@@ -122,7 +110,7 @@ def test_export_is_cached_and_redone_when_the_weights_change(
     changed = _tiny(model, backend="onnx")
     assert changed._load().model.path.parent != path.parent
     expected = _tiny(model).encode_text(SHORT)
-    assert _min_cosine(changed.encode_text(SHORT), expected) >= 0.9999
+    assert min_cosine(changed.encode_text(SHORT), expected) >= 0.9999
 
 
 def test_cache_location(tmp_path: Path, tiny_bert: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -164,7 +152,7 @@ def test_bge_m3_cls_pooling_on_a_tiny_xlm_roberta(tmp_path: Path, tiny_bert: Pat
     transformers.XLMRobertaModel(config).save_pretrained(directory)
     reference = BGEM3Encoder(model=directory, device="cpu").encode_text(SHORT + LONG)
     onnx_encoder = load_encoder("bge-m3", model=str(directory), backend="onnx", quantize=None)
-    assert _min_cosine(onnx_encoder.encode_text(SHORT + LONG), reference) >= 0.9999
+    assert min_cosine(onnx_encoder.encode_text(SHORT + LONG), reference) >= 0.9999
 
 
 def test_bad_options_are_refused(tiny_bert: Path) -> None:
@@ -198,8 +186,8 @@ def test_real_minilm_float32_and_int8_match_torch() -> None:
     reference = MiniLMEncoder(device="cpu").encode_text(texts)
     fp32 = MiniLMEncoder(backend="onnx")
     int8 = MiniLMEncoder(backend="onnx", quantize="int8")
-    assert _min_cosine(fp32.encode_text(texts), reference) >= 0.9999
-    assert _min_cosine(int8.encode_text(texts), reference) >= 0.98
+    assert min_cosine(fp32.encode_text(texts), reference) >= 0.9999
+    assert min_cosine(int8.encode_text(texts), reference) >= 0.98
     # The first layer's feed-forward down-projection stays float32: 35 of 36 MatMuls are int8.
     graph = onnx.load(str(int8._load().model.path)).graph
     assert sum(node.op_type == "MatMulInteger" for node in graph.node) == 35
