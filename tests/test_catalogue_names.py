@@ -15,19 +15,14 @@ from newwave.query.catalogue_names import CatalogueNames
 from newwave.query.entities import EntityIndex
 from newwave.store.database import LibraryStore
 from newwave.store.lock import WriterLock
+from tests.test_request_reader import CATALOGUE as READER_CATALOGUE
 
 FORMAT_2 = Path(__file__).parent / "data" / "library-format-2"
-"""A library written by newwave before the names table: the tracks of ``CATALOGUE[:7]``."""
+"""A library written by newwave before the names table: the tracks of ``CATALOGUE[:7]``, the
+request reader tests' catalogue."""
 
 CATALOGUE = [
-    Track(id="nina", artist="Nina Simone", title="Feeling Good", album="I Put a Spell on You",
-          tags=("jazz", "soul", "piano", "female vocal")),
-    Track(id="daft", artist="Daft Punk", title="One More Time", tags=("house", "electronic")),
-    Track(id="ramones", artist="Ramones", title="Blitzkrieg Bop", tags=("punk", "rock")),
-    Track(id="beyonce", artist="Beyoncé", title="Halo", tags=("pop", "r&b")),
-    Track(id="synths", artist="Someone Else", title="Night Drive", tags=("electronic", "dance")),
-    Track(id="kids", artist="Kids Choir", title="ABC", tags=("children's songs", "happy")),
-    Track(id="reggae", artist="Island Band", title="Sunshine", tags=("reggae", "guitar")),
+    *READER_CATALOGUE,
     # names shared across fields and with the shipped artists, "the", ties among tags
     Track(id="beatles", artist="the beatles", title="Help", tags=("Rock", "pop ", "happy")),
     Track(id="beatles2", artist="the  beatles", title="Yesterday", tags=("rock", "ballad")),
