@@ -22,10 +22,17 @@ SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 
 def save_tiny_bert(
-    directory: Path, words: Sequence[str], *, layers: int, hidden: int = 32, max_length: int = 24
+    directory: Path,
+    words: Sequence[str],
+    *,
+    layers: int,
+    hidden: int = 32,
+    max_length: int = 24,
+    initializer_range: float = 0.02,
 ) -> Path:
-    """A random BERT of ``layers`` layers (seed 0) with a word-level tokenizer of ``words``,
-    saved in ``directory`` like all-MiniLM-L6-v2."""
+    """A random BERT of ``layers`` layers (seed 0, weights of standard deviation
+    ``initializer_range``) with a word-level tokenizer of ``words``, saved in ``directory`` like
+    all-MiniLM-L6-v2."""
     vocab = {word: i for i, word in enumerate([*SPECIALS, *words])}
     backend = Tokenizer(models.WordPiece(vocab=vocab, unk_token="[UNK]"))
     backend.normalizer = normalizers.BertNormalizer(lowercase=True)
@@ -47,6 +54,7 @@ def save_tiny_bert(
         num_attention_heads=2,
         intermediate_size=2 * hidden,
         max_position_embeddings=max_length,
+        initializer_range=initializer_range,
     )
     torch.manual_seed(0)
     transformers.BertModel(config).save_pretrained(directory)

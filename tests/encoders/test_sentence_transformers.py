@@ -14,6 +14,7 @@ from typing import Any
 import huggingface_hub
 import numpy as np
 import pytest
+from tests.tiny_models import save_tiny_bert
 
 from newwave.encoders.bge_m3 import BGEM3Encoder
 from newwave.encoders.sentence_transformers import INSTALL_HINT, SentenceTransformerEncoder
@@ -69,33 +70,11 @@ def _save_model(
 def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """One random tiny BERT, saved as sentence-transformers models: mean-pooled and normalised,
     CLS-pooled and not normalised, and mean-pooled with query and document prompts."""
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
-
     root = tmp_path_factory.mktemp("st-models")
-    vocab = {w: i for i, w in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS])}
-    backend = Tokenizer(models.WordPiece(vocab=vocab, unk_token="[UNK]"))
-    backend.normalizer = normalizers.BertNormalizer(lowercase=True)
-    backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    backend.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]",
-        pair="[CLS] $A [SEP] $B [SEP]",
-        special_tokens=[("[CLS]", 2), ("[SEP]", 3)],
-    )
-    tokenizer = transformers.BertTokenizerFast(tokenizer_object=backend, model_max_length=64)
-    assert vocab["[UNK]"] not in tokenizer(" ".join(TEXTS))["input_ids"]
-    torch.manual_seed(0)
-    config = transformers.BertConfig(
-        vocab_size=len(vocab),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=64,
-        initializer_range=0.5,  # large random weights: vectors that differ from text to text
-    )
-    bert = root / "bert"
-    transformers.BertModel(config).save_pretrained(bert)
-    tokenizer.save_pretrained(bert)
+    # large random weights (initializer_range 0.5): vectors that differ from text to text
+    bert = save_tiny_bert(root / "bert", WORDS, layers=2, max_length=64, initializer_range=0.5)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(bert)
+    assert tokenizer.unk_token_id not in tokenizer(" ".join(TEXTS))["input_ids"]
     return {
         "mean": _save_model(bert, root / "mean", "mean", normalize=True),
         "cls": _save_model(bert, root / "cls", "cls", normalize=False),
