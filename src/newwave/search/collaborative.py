@@ -39,6 +39,7 @@ from weakref import WeakKeyDictionary
 
 import numpy as np
 
+from newwave._checks import positive_int
 from newwave._optional import import_optional
 from newwave._storage import atomic_file, write_json
 from newwave.errors import IndexCorruptError, InvalidInputError
@@ -136,9 +137,7 @@ def fit(
     regularization: float = REGULARIZATION,
 ) -> Factors:
     """Fit ALS on every event of ``store``'s feedback log; saved under ``root`` if given."""
-    for name, value in (("factors", factors), ("iterations", iterations)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise InvalidInputError(f"{name} must be a positive int, got {value!r}")
+    factors, iterations = positive_int(factors, "factors"), positive_int(iterations, "iterations")
     if isinstance(regularization, bool) or not isinstance(regularization, (int, float)):
         raise InvalidInputError(f"regularization must be a number, got {regularization!r}")
     if not regularization > 0 or not np.isfinite(regularization):
