@@ -162,14 +162,14 @@ def test_the_taste_classifier_reads_the_channels_side_by_side(tmp_path: Path) ->
 
 def test_relevance_and_taste_are_standardised_over_the_candidates() -> None:
     values = np.array([0.0, 1.0, 2.0, 3.0, 4.0, 100.0])
-    scaled = personal._standardised(values)
+    scaled = personal.standardised(values)
     z = (values - values.mean()) / values.std()
     expected = (np.clip(z, -2, 2) + 2) / 4
     np.testing.assert_allclose(scaled, expected)
     assert scaled[-1] == 1.0  # the outlier is clipped
     assert 0 < scaled[0] < scaled[4] < 0.5
-    assert list(personal._standardised(np.full(3, 7.0))) == [0.5, 0.5, 0.5]
-    assert len(personal._standardised(np.zeros(0))) == 0
+    assert list(personal.standardised(np.full(3, 7.0))) == [0.5, 0.5, 0.5]
+    assert len(personal.standardised(np.zeros(0))) == 0
 
 
 def test_a_taste_is_computed_once_per_state_of_the_feedback(

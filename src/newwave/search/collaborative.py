@@ -43,7 +43,7 @@ from newwave._checks import positive_int
 from newwave._optional import import_optional
 from newwave._storage import atomic_file, write_json
 from newwave.errors import IndexCorruptError, InvalidInputError
-from newwave.search.personal import STANDARD_CLIP
+from newwave.search.personal import standardised
 from newwave.store.database import FeedbackRow, LibraryStore
 
 __all__ = [
@@ -229,17 +229,10 @@ def collaborative_term(
     reproduces those, and one of them would squeeze the others together."""
     term = np.full(len(raw), np.nan)
     known = ~np.isnan(raw)
-    basis = known if own is None else known & ~own
-    if not basis.any():
-        basis = known
     if not known.any():
         return term
-    mean, spread = float(raw[basis].mean()), float(raw[basis].std())
-    if spread == 0:
-        term[known] = 0.0
-        return term
-    z = np.clip((raw[known] - mean) / spread, -STANDARD_CLIP, STANDARD_CLIP)
-    term[known] = weight * z / (2 * STANDARD_CLIP)
+    basis = None if own is None or not (known & ~own).any() else ~own[known]
+    term[known] = weight * (standardised(raw[known], basis) - 0.5)
     return term
 
 

@@ -83,6 +83,7 @@ __all__ = [
     "cached_taste",
     "check_diversity",
     "mmr",
+    "standardised",
     "personal_search",
     "read_interactions",
     "recommend",
@@ -347,13 +348,15 @@ def _classifier_scores(candidates: Mapping[str, FloatMatrix], taste: Taste, n: i
     return total
 
 
-def _standardised(values: np.ndarray) -> np.ndarray:
-    """``values`` as z-scores over themselves, clipped to +-:data:`STANDARD_CLIP` and mapped
-    onto [0, 1] (0.5: the mean; all 0.5 if the values are all equal)."""
-    spread = float(values.std()) if len(values) else 0.0
+def standardised(values: np.ndarray, basis: np.ndarray | None = None) -> np.ndarray:
+    """``values`` as z-scores over themselves (or over ``values[basis]``, a boolean mask),
+    clipped to +-:data:`STANDARD_CLIP` and mapped onto [0, 1] (0.5: the mean; all 0.5 if those
+    values are all equal)."""
+    reference = values if basis is None else values[basis]
+    spread = float(reference.std()) if len(reference) else 0.0
     if spread == 0:
         return np.full(len(values), 0.5)
-    z = np.clip((values - values.mean()) / spread, -STANDARD_CLIP, STANDARD_CLIP)
+    z = np.clip((values - reference.mean()) / spread, -STANDARD_CLIP, STANDARD_CLIP)
     scaled: np.ndarray = (z + STANDARD_CLIP) / (2 * STANDARD_CLIP)
     return scaled
 
@@ -419,11 +422,11 @@ def rerank(
     n = len(hits)
     dense = _dense(channels)
     candidates = _candidate_vectors(store, dense, [h.track.id for h in hits])
-    relevance = _standardised(np.array([h.score for h in hits], dtype=np.float64))
+    relevance = standardised(np.array([h.score for h in hits], dtype=np.float64))
     extra = np.zeros(n)
     if user_taste is not None and user_taste.classifiers:
         raw = _classifier_scores(candidates, user_taste, n)
-        extra = weight * user_taste.confidence * _standardised(raw)
+        extra = weight * user_taste.confidence * standardised(raw)
     score = relevance + extra
     collab = None
     if collaborative is not None:
