@@ -18,7 +18,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Protocol
 
 from newwave.query.base import Entity
-from newwave.query.entities import EntityIndex, shipped_artist_styles
+from newwave.query.entities import EntityIndex, name_keys, shipped_artist_styles
 from newwave.query.vocabulary import Vocabulary, form_key, tokenize
 
 if TYPE_CHECKING:
@@ -98,9 +98,7 @@ def _shipped_by_key() -> dict[str, tuple[str, ...]]:
     """The shipped well-known artists by key (and by key without a leading "the")."""
     by_key: dict[str, list[str]] = {}
     for name in shipped_artist_styles():
-        key = form_key(name)
-        keys = [key] + ([key[1:]] if key and key[0] == "the" and len(key) > 1 else [])
-        for one in keys:
+        for one in name_keys(name):
             by_key.setdefault(" ".join(one), []).append(name)
     return {key: tuple(names) for key, names in by_key.items()}
 

@@ -37,7 +37,7 @@ from newwave.query.vocabulary import PhraseTable, Token, Vocabulary, form_key, t
 if TYPE_CHECKING:
     from newwave.types import Track
 
-__all__ = ["ARTIST_STYLES", "FIELDS", "EntityIndex", "shipped_artist_styles"]
+__all__ = ["ARTIST_STYLES", "FIELDS", "EntityIndex", "name_keys", "shipped_artist_styles"]
 
 ARTIST_STYLES = "data/artist_styles.json"
 """The shipped table of well-known artists, relative to the ``newwave`` package."""
@@ -71,6 +71,15 @@ _COMMON = frozenset(
 )
 
 
+def name_keys(name: str) -> list[tuple[str, ...]]:
+    """The lookup keys of ``name``: its :func:`form_key`, and that key without a leading "the"
+    ("The Beatles" is found as "the beatles" and as "beatles"); none for a name without words."""
+    key = form_key(name)
+    if not any(token[0].isalnum() for token in key):
+        return []
+    return [key] + ([key[1:]] if key[0] == "the" and len(key) > 1 else [])
+
+
 class EntityIndex:
     """Names to find in requests: ``names[field][name]`` is the list of the name's styles.
 
@@ -94,11 +103,7 @@ class EntityIndex:
         table: dict[tuple[str, ...], list[tuple[str, str]]] = {}
         for field, by_name in self.names.items():
             for name in by_name:
-                key = form_key(name)
-                if not any(token[0].isalnum() for token in key):
-                    continue
-                keys = [key] + ([key[1:]] if key[0] == "the" and len(key) > 1 else [])
-                for one in keys:
+                for one in name_keys(name):
                     table.setdefault(one, []).append((field, name))
         self._table = PhraseTable(table)
         self._catalogue = {(f, n) for f, ns in self.in_catalogue.items() for n in ns}

@@ -76,13 +76,9 @@ def name_rows(track: int, field: str, text: str) -> list[NameRow]:
 @lru_cache(maxsize=2**16)  # names repeat (an artist's tracks, an album's)
 def _keys(name: str) -> tuple[tuple[str, int], ...]:
     """The keys of ``name`` with their lengths in tokens."""
-    from newwave.query.vocabulary import form_key
+    from newwave.query.entities import name_keys
 
-    key = form_key(name)
-    if not any(token[0].isalnum() for token in key):
-        return ()
-    keys = [key] + ([key[1:]] if key[0] == "the" and len(key) > 1 else [])
-    return tuple((" ".join(one), len(one)) for one in keys)
+    return tuple((" ".join(one), len(one)) for one in name_keys(name))
 
 
 def rows_of_values(values: Iterable[tuple[int, str, str, str | None, object]]) -> list[NameRow]:
